@@ -1,0 +1,206 @@
+"""Named checks: pure functions from observations to a Verdict (holds, violated, unknown).
+
+A check that raises, or that is handed data it cannot judge, says `unknown` — never a pass.
+Every check here has a self-test in tests/test_checks.py that feeds it a violating case.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.observe.logs import EVIDENCE_FIELDS
+from harness.observe.records import FINAL, RecordRead
+
+HOLDS, VIOLATED, UNKNOWN = "holds", "violated", "unknown"
+
+
+@dataclass
+class Verdict:
+    check: str                      # check id, e.g. "record_failed[store]"
+    status: str                     # holds | violated | unknown
+    evidence: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(name: str) -> Callable:
+    """Register a check; an exception inside it becomes an `unknown` verdict."""
+    def deco(fn: Callable[..., Verdict]) -> Callable[..., Verdict]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Verdict:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - a crashing check is "could not measure"
+                return Verdict(kwargs.get("check_id") or name, UNKNOWN,
+                               {"error": repr(exc), "traceback": traceback.format_exc(limit=4)},
+                               f"check crashed: {exc!r}")
+        wrapper.check_name = name  # type: ignore[attr-defined]
+        CHECKS[name] = wrapper
+        return wrapper
+    return deco
+
+
+CHECKS: dict[str, Callable[..., Verdict]] = {}
+
+# What an error reason must say for each init-failure cause.
+CAUSES: dict[str, re.Pattern] = {
+    "timeout": re.compile(r"timed out|timeout", re.I),
+    "shim_exit": re.compile(r"exit(ed)?( with)?( code| status)|signal|killed|SIGKILL", re.I),
+    "boot_failure": re.compile(r"failed to start|boot", re.I),
+}
+
+
+def classify_reason(reason: str | None) -> str | None:
+    """Which cause a reason names; timeout first, since a timeout also 'failed to start'."""
+    if not reason:
+        return None
+    for cause in ("timeout", "shim_exit", "boot_failure"):
+        if CAUSES[cause].search(reason):
+            return cause
+    return None
+
+
+@check("record_failed")
+def record_failed(read: RecordRead, cause: str, *, check_id: str | None = None) -> Verdict:
+    """The record exists with status `failed`, and (where the path exposes it) an error
+    reason that names `cause`."""
+    cid = check_id or f"record_failed[{read.path}]"
+    ev = {"read": read.to_json(), "expected_cause": cause}
+    if read.error:
+        return Verdict(cid, UNKNOWN, ev, f"{read.path} could not be read: {read.error}")
+    if not read.present:
+        return Verdict(cid, VIOLATED, ev, f"no record of the box in {read.path}")
+    if read.status != "failed":
+        return Verdict(cid, VIOLATED, ev, f"{read.path} says {read.status!r}, not 'failed'")
+    if read.exposes_reason:
+        if not (read.reason or "").strip():
+            return Verdict(cid, VIOLATED, ev, f"{read.path}: status failed but empty reason")
+        if cause not in CAUSES:
+            return Verdict(cid, UNKNOWN, ev, f"unknown expected cause {cause!r}")
+        named = classify_reason(read.reason)
+        ev["reason_names"] = named
+        if named != cause:
+            return Verdict(cid, VIOLATED, ev,
+                           f"{read.path}: reason names {named!r}, expected {cause!r}: "
+                           f"{read.reason!r}")
+    return Verdict(cid, HOLDS, ev, f"{read.path}: failed" +
+                   (f" ({cause})" if read.exposes_reason else ""))
+
+
+@check("read_paths_agree")
+def read_paths_agree(reads: Sequence[RecordRead], moment: str) -> Verdict:
+    """Every read path that could be read shows the same presence and status."""
+    cid = f"read_paths_agree[{moment}]"
+    values = {r.path: (r.status if r.present else None) for r in reads if not r.error}
+    ev = {"values": values, "unreadable": {r.path: r.error for r in reads if r.error}}
+    if len(values) < 2:
+        return Verdict(cid, UNKNOWN, ev, "fewer than two read paths could be read")
+    if len(set(values.values())) > 1:
+        return Verdict(cid, VIOLATED, ev, "read paths disagree: " +
+                       ", ".join(f"{k}={v!r}" for k, v in values.items()))
+    if ev["unreadable"]:
+        return Verdict(cid, UNKNOWN, ev, "some read paths could not be read")
+    return Verdict(cid, HOLDS, ev, f"{len(values)} read paths agree on {next(iter(values.values()))!r}")
+
+
+@check("timeout_evidence")
+def timeout_evidence(evidence: dict[str, str] | None, log_bytes: int) -> Verdict:
+    """The runtime log carries the guest-connect timeout's evidence block, every field."""
+    cid = "timeout_evidence"
+    ev = {"fields": evidence, "log_bytes": log_bytes, "required": list(EVIDENCE_FIELDS)}
+    if log_bytes == 0:
+        return Verdict(cid, UNKNOWN, ev, "the runtime log is empty or missing")
+    if evidence is None:
+        return Verdict(cid, VIOLATED, ev, "no timeout evidence block for the box in the log")
+    missing = [f for f in EVIDENCE_FIELDS if not evidence.get(f)]
+    if missing:
+        return Verdict(cid, VIOLATED, ev, f"evidence block lacks {missing}")
+    return Verdict(cid, HOLDS, ev, "evidence block has " + ", ".join(
+        f"{k}={evidence[k]}" for k in EVIDENCE_FIELDS))
+
+
+@check("no_zombies")
+def no_zombies(zombies: Iterable[dict[str, Any]], samples: int, grace_s: float = 1.0,
+               sampling_errors: Sequence[str] = ()) -> Verdict:
+    """No process stayed <defunct> longer than `grace_s` at any sample.
+
+    `zombies` are ledger records with `zombie_since` and `last_seen`. A zombie that is reaped
+    within the grace is the normal window between exit and wait; one that outlives it is a
+    leak (upstream issue 523). Without samples there is nothing to judge: unknown.
+    """
+    cid = "no_zombies"
+    zs = list(zombies)
+    lasting = [z for z in zs if (z["last_seen"] - z["zombie_since"]) >= grace_s]
+    ev = {"samples": samples, "grace_s": grace_s, "zombies": zs, "lasting": lasting,
+          "sampling_errors": list(sampling_errors)[:5]}
+    if samples == 0:
+        return Verdict(cid, UNKNOWN, ev, "the process ledger took no samples")
+    if lasting:
+        return Verdict(cid, VIOLATED, ev, f"{len(lasting)} zombie(s) outlived {grace_s}s: " +
+                       ", ".join(f"{z['name']}[{z['pid']}] under {z['ppid']}" for z in lasting))
+    if sampling_errors:
+        return Verdict(cid, UNKNOWN, ev, f"sampling failed: {sampling_errors[0]}")
+    return Verdict(cid, HOLDS, ev, f"no lasting zombie in {samples} samples "
+                   f"({len(zs)} reaped within {grace_s}s)")
+
+
+@check("nothing_left_running")
+def nothing_left_running(leftovers: Iterable[dict[str, Any]], observed: int,
+                         what: str = "the scenario") -> Verdict:
+    """After teardown, no process the scenario started is still alive."""
+    cid = "nothing_left_running"
+    left = list(leftovers)
+    ev = {"leftovers": left, "observed": observed}
+    if observed == 0:
+        return Verdict(cid, UNKNOWN, ev, f"the ledger saw no process of {what}")
+    if left:
+        return Verdict(cid, VIOLATED, ev, f"{len(left)} process(es) outlived {what}: " +
+                       ", ".join(f"{p['name']}[{p['pid']}]" for p in left))
+    return Verdict(cid, HOLDS, ev, f"all {observed} processes of {what} are gone")
+
+
+@check("faults_healed")
+def faults_healed(faults: Iterable[dict[str, Any]]) -> Verdict:
+    """Every injected fault was healed without error."""
+    fs = list(faults)
+    bad = [f for f in fs if f.get("injected") and (not f.get("healed") or f.get("heal_error"))]
+    ev = {"faults": fs}
+    if bad:
+        return Verdict("faults_healed", VIOLATED, ev, f"{len(bad)} fault(s) not healed")
+    return Verdict("faults_healed", HOLDS, ev, f"{len(fs)} fault(s) healed")
+
+
+@check("op_failed_cleanly")
+def op_failed_cleanly(op: str, error: dict[str, Any] | None, host_alive: bool) -> Verdict:
+    """The operation failed with a runtime error carrying a message, and the host lived."""
+    cid = f"op_failed_cleanly[{op}]"
+    ev = {"error": error, "host_alive": host_alive}
+    if not host_alive:
+        return Verdict(cid, VIOLATED, ev, f"the host died during {op}")
+    if error is None:
+        return Verdict(cid, VIOLATED, ev, f"{op} succeeded where a failure was expected")
+    if not (error.get("message") or "").strip():
+        return Verdict(cid, VIOLATED, ev, f"{op} failed with an empty message")
+    return Verdict(cid, HOLDS, ev, f"{op} failed: {error.get('type')}: {error['message'][:120]}")
+
+
+@check("record_final")
+def record_final(read: RecordRead, *, check_id: str | None = None) -> Verdict:
+    """The record, if present, is in a final status (never left configured/stopping/running
+    by a box that is not running)."""
+    cid = check_id or f"record_final[{read.path}]"
+    ev = {"read": read.to_json(), "final": list(FINAL)}
+    if read.error:
+        return Verdict(cid, UNKNOWN, ev, f"{read.path} could not be read: {read.error}")
+    if not read.present:
+        return Verdict(cid, HOLDS, ev, f"{read.path}: no record (removed)")
+    if read.status in FINAL:
+        return Verdict(cid, HOLDS, ev, f"{read.path}: {read.status}")
+    return Verdict(cid, VIOLATED, ev, f"{read.path}: stuck in {read.status!r}")

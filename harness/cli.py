@@ -1,0 +1,119 @@
+"""`boxlite-chaos`: doctor | gate | report.
+
+Bad input (an unknown runtime version, a missing /dev/kvm, an unknown scenario) is reported in
+one line naming the problem, with a non-zero exit; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.errors import HarnessError, ScenarioError, SetupError
+from harness.runtime.spec import DEFAULT_SPEC, RuntimeSpec
+
+PROJECT = Path(__file__).resolve().parent.parent
+SCENARIOS = PROJECT / "scenarios"
+
+
+def _new_report_dir(kind: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return PROJECT / "reports" / f"{kind}-{stamp}"
+
+
+def scenario_files() -> dict[str, Path]:
+    """Scenario names are module names without 'test_' (e.g. 'guest_hang')."""
+    return {p.stem.removeprefix("test_"): p for p in sorted(SCENARIOS.rglob("test_*.py"))}
+
+
+def resolve_scenarios(names: list[str]) -> list[str]:
+    known = scenario_files()
+    out = []
+    for name in names:
+        if name in known:
+            out.append(str(known[name]))
+        else:
+            raise ScenarioError(f"unknown scenario {name!r}; known: {', '.join(sorted(known))}")
+    return out
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import run_doctor
+    report = run_doctor(args.runtime, boot=not args.no_boot, refresh=args.refresh)
+    print(report.render())
+    return 0 if report.tiers.get("init") is None else 1
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    import pytest
+
+    from harness.doctor import check_kvm
+    RuntimeSpec.parse(args.runtime)         # a malformed spec fails before anything starts
+    ok, why = check_kvm()
+    if not ok:
+        raise SetupError(f"the gate cannot run: {why}")
+    targets = resolve_scenarios(args.scenario) if args.scenario else [str(SCENARIOS)]
+    report = Path(args.report).resolve() if args.report else _new_report_dir("gate")
+    report.mkdir(parents=True, exist_ok=True)
+    os.environ["BOXLITE_CHAOS_REPORT"] = str(report)
+    argv = [*targets, "--runtime", args.runtime, "--chaos-report", str(report),
+            "--junitxml", str(report / "junit.xml"), "-p", "no:cacheprovider",
+            "-o", "testpaths=scenarios", "-q"]
+    if args.workers != 1:
+        argv += ["-n", str(args.workers), "--dist", "worksteal"]
+    if args.k:
+        argv += ["-k", args.k]
+    print(f"boxlite-chaos gate: runtime {args.runtime}, report {report}", flush=True)
+    rc = pytest.main(argv)
+    print(f"report: {report / 'report.html'}")
+    return int(rc)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report.build import build_report
+    run = Path(args.run)
+    if not (run / "results.jsonl").is_file():
+        raise SetupError(f"{run} holds no results.jsonl; is it a run folder?")
+    print(build_report(run))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="boxlite-chaos", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("doctor", help="what this machine can run, and why not")
+    d.add_argument("--runtime", default=DEFAULT_SPEC)
+    d.add_argument("--no-boot", action="store_true", help="skip the real boot attempt")
+    d.add_argument("--refresh", action="store_true", help="ignore the cached boot result")
+    d.set_defaults(fn=cmd_doctor)
+
+    g = sub.add_parser("gate", help="run the scenarios against a runtime and write a report")
+    g.add_argument("--runtime", default=DEFAULT_SPEC)
+    g.add_argument("--report", help="report folder (default: reports/gate-<time>)")
+    g.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
+    g.add_argument("-k", help="pytest -k expression")
+    g.add_argument("-n", "--workers", default="auto",
+                   help="parallel workers (pytest-xdist); 1 runs serially")
+    g.set_defaults(fn=cmd_gate)
+
+    r = sub.add_parser("report", help="rebuild the HTML report of a run folder")
+    r.add_argument("run")
+    r.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except HarnessError as exc:
+        print(f"boxlite-chaos: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""One scenario's world: its history, process ledger, hosts, faults and verdicts.
+
+`Chaos` is what the `chaos` fixture hands a scenario. Scenarios arrange steps on it and call
+`chaos.judge(...)` with check verdicts; `conclude()` ends the scenario (heals faults, ends
+hosts, waits out the shim watchdog, judges processes) and turns the verdicts into outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import checks
+from harness.faults.base import Fault, FaultSet
+from harness.history import History
+from harness.image import BusyboxImage
+from harness.known import FAILING, Judgement, KnownFailure, judge
+from harness.observe.processes import ProcessLedger
+from harness.runtime.host import BARE, Flavour, HostFactory, RuntimeHost
+from harness.runtime.spec import RuntimeEnv
+from harness.wait import Deadline
+
+# Upstream: the shim's parent watchdog SIGTERMs itself when its parent dies and is force-killed
+# within about 8 s. Processes may outlive their host by at most this much.
+WATCHDOG_BOUND_S = 10.0
+RUNTIME_KINDS = ("shim", "vm", "bwrap", "host")
+
+
+class ScenarioFailed(AssertionError):
+    """Raised by conclude() when a verdict fails the scenario; the message lists them."""
+
+
+@dataclass
+class Chaos:
+    node_id: str
+    workdir: Path
+    env: RuntimeEnv
+    image: BusyboxImage
+    known: list[KnownFailure]
+    history: History = field(init=False)
+    ledger: ProcessLedger = field(init=False)
+    factory: HostFactory = field(init=False)
+    faults: FaultSet = field(init=False)
+    judgements: list[Judgement] = field(default_factory=list)
+    concluded: bool = False
+    teardown_report: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.history = History(self.workdir / "history.jsonl", {
+            "scenario": self.node_id, "runtime": self.env.spec.text,
+            "runtime_version": self.env.version, "image": self.image.digest})
+        self.ledger = ProcessLedger(on_sample=self._on_sample)
+        self.factory = HostFactory(self.env, self.workdir, self.history)
+        self.faults = FaultSet(self.history)
+        self.ledger.start()
+        self._last_count = -1
+
+    def _on_sample(self, s) -> None:
+        # Only changes go to the history, so it stays readable; zombies always do.
+        if s.count != self._last_count or s.zombies:
+            self._last_count = s.count
+            self.history.append("observe", what="processes", count=s.count, kinds=s.by_name,
+                                zombies=s.zombies)
+
+    # -- arranging ------------------------------------------------------------------------
+    def host(self, flavour: Flavour = BARE, home: Path | None = None) -> RuntimeHost:
+        host = self.factory.start(home, flavour)
+        self.ledger.own_children.add(host.pid)
+        return host
+
+    def restart(self, old: RuntimeHost, flavour: Flavour | None = None) -> RuntimeHost:
+        host = self.factory.restart(old, flavour)
+        self.ledger.own_children.add(host.pid)
+        return host
+
+    def box_options(self, **overrides: Any) -> dict[str, Any]:
+        return {"rootfs_path": str(self.image.path), "auto_remove": False, **overrides}
+
+    def inject(self, fault: Fault) -> Fault:
+        return self.faults.inject(fault)
+
+    def note(self, **fields: Any) -> None:
+        self.history.append("note", **fields)
+
+    # -- judging --------------------------------------------------------------------------
+    def judge(self, *verdicts: checks.Verdict) -> None:
+        for v in verdicts:
+            j = judge(v, self.env.version, self.node_id, self.known)
+            self.judgements.append(j)
+            self.history.append("verdict", **j.to_json())
+
+    def end_processes(self) -> None:
+        """Heal every fault, end every host, and wait out the watchdog for the rest."""
+        self.faults.heal_all()
+        for host in self.factory.hosts:
+            if host.alive:
+                host.close()
+        deadline = Deadline(WATCHDOG_BOUND_S, "the scenario's shims to exit after their hosts")
+        while self.ledger.leftovers(RUNTIME_KINDS) and not deadline.expired():
+            time.sleep(0.05)
+
+    def conclude(self) -> list[Judgement]:
+        """End the scenario and judge what it left; raise ScenarioFailed on a failing verdict."""
+        if self.concluded:
+            return self.judgements
+        self.concluded = True
+        self.end_processes()
+        self.ledger.stop()
+        observed = len(self.ledger.kinds(*RUNTIME_KINDS))
+        leftovers = [r.to_json() for r in self.ledger.leftovers(RUNTIME_KINDS)]
+        self.judge(
+            checks.faults_healed([{**f.describe(), "injected": f.injected, "healed": f.healed,
+                                   "heal_error": f.heal_error} for f in self.faults.faults]),
+            checks.no_zombies([r.to_json() for r in self.ledger.zombie_records()],
+                              len(self.ledger.samples), sampling_errors=self.ledger.errors),
+            checks.nothing_left_running(leftovers, observed),
+        )
+        self.teardown_report["killed"] = self.ledger.kill_leftovers()
+        self.write_summary()
+        failing = [j for j in self.judgements if j.outcome in FAILING]
+        if failing:
+            raise ScenarioFailed("\n".join(
+                f"{j.verdict.check}: {j.outcome.upper()} ({j.verdict.status}) - "
+                f"{j.verdict.summary}" for j in failing))
+        return self.judgements
+
+    def safety_teardown(self) -> None:
+        """Whatever happened, leave nothing running: heal, kill hosts, kill leftovers."""
+        self.faults.heal_all()
+        self.factory.close_all()
+        if not self.concluded:
+            self.ledger.stop()
+            self.teardown_report["killed"] = self.ledger.kill_leftovers()
+            self.write_summary()
+        self.history.close()
+
+    def write_summary(self) -> None:
+        (self.workdir / "verdicts.json").write_text(json.dumps({
+            "scenario": self.node_id, "runtime": self.env.spec.text,
+            "runtime_version": self.env.version,
+            "judgements": [j.to_json() for j in self.judgements],
+            "processes": [r.to_json() for r in self.ledger.records.values()],
+            "samples": [{"t": s.t, "count": s.count, "zombies": len(s.zombies),
+                         "kinds": s.by_name} for s in self.ledger.samples],
+            "teardown": self.teardown_report,
+        }, indent=1, default=str))
+
+    def keep_artifacts(self) -> Path:
+        """Copy what a person needs to diagnose a failure into the scenario's folder."""
+        dest = self.workdir / "artifacts"
+        dest.mkdir(exist_ok=True)
+        for i, home in enumerate(sorted({h.home for h in self.factory.hosts})):
+            out = dest / f"home{i + 1}"
+            out.mkdir(exist_ok=True)
+            for src in [*home.glob("logs/*"), *home.glob("boxes/*/shim.stderr"),
+                        *home.glob("boxes/*/logs/*"), *home.glob("db/boxlite.db*")]:
+                rel = src.relative_to(home)
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    shutil.copy2(src, out / rel)
+                except OSError:
+                    pass
+        return dest

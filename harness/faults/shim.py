@@ -1,0 +1,120 @@
+"""Faults on a box's shim: freeze it (the guest hangs), thaw it, SIGKILL it (the shim crashes).
+
+A box's processes are the tree under the pid in `<home>/boxes/<id>/shim.pid` (with the jailer
+on, that pid is `bwrap`; below it sit another bwrap and the `boxlite-shim`, which renames itself
+`libkrun VM` once it enters the VM). Each process is kept as (pid, start time) so heal() never
+signals a recycled pid.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from harness.faults.base import Fault
+from harness.wait import wait_for
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    create_time: float
+    name: str
+
+    def same(self) -> psutil.Process | None:
+        try:
+            p = psutil.Process(self.pid)
+            return p if p.create_time() == self.create_time else None
+        except psutil.Error:
+            return None
+
+
+def _is_shim(p: psutil.Process, box_id: str) -> bool:
+    try:
+        if p.name().startswith("libkrun"):
+            return True
+        argv0 = (p.cmdline() or [""])[0]
+        return argv0.endswith(f"/boxes/{box_id}/bin/boxlite-shim")
+    except psutil.Error:
+        return False
+
+
+def shim_pid_file(home: Path, box_id: str) -> Path:
+    return home / "boxes" / box_id / "shim.pid"
+
+
+def box_tree(home: Path, box_id: str) -> list[Proc] | None:
+    """The box's process tree, or None until the shim itself is running."""
+    try:
+        first = shim_pid_file(home, box_id).read_text().split()[0]
+        top = psutil.Process(int(first))
+        procs = [top, *top.children(recursive=True)]
+    except (OSError, IndexError, ValueError, psutil.Error):
+        return None
+    if not any(_is_shim(p, box_id) for p in procs):
+        return None
+    out = []
+    for p in procs:
+        try:
+            out.append(Proc(p.pid, p.create_time(), p.name()))
+        except psutil.Error:
+            continue
+    return out
+
+
+def wait_for_shim(home: Path, box_id: str, timeout_s: float = 30.0) -> list[Proc]:
+    return wait_for(lambda: box_tree(home, box_id), timeout_s,
+                    f"the shim of box {box_id} to be spawned", interval_s=0.01)
+
+
+def shim_of(tree: list[Proc], box_id: str) -> Proc:
+    for proc in tree:
+        p = proc.same()
+        if p is not None and _is_shim(p, box_id):
+            return proc
+    return tree[-1]
+
+
+@dataclass
+class FreezeBox(Fault):
+    """SIGSTOP every process of the box: the guest stops making progress."""
+
+    tree: list[Proc] = field(default_factory=list)
+
+    def _inject(self) -> None:
+        for proc in self.tree:
+            p = proc.same()
+            if p is not None:
+                p.send_signal(signal.SIGSTOP)
+
+    def _heal(self) -> None:
+        for proc in reversed(self.tree):
+            p = proc.same()
+            if p is not None:
+                p.send_signal(signal.SIGCONT)
+
+
+@dataclass
+class KillShim(Fault):
+    """SIGKILL the boxlite-shim process itself (the VMM dies with it)."""
+
+    proc: Proc | None = None
+
+    def _inject(self) -> None:
+        assert self.proc is not None
+        p = self.proc.same()
+        if p is None:
+            raise ProcessLookupError(f"shim pid {self.proc.pid} is already gone")
+        p.send_signal(signal.SIGKILL)
+
+
+def freeze_box(home: Path, box_id: str, tree: list[Proc]) -> FreezeBox:
+    return FreezeBox("freeze_box", {"box": box_id, "pids": [p.pid for p in tree]}, tree=tree)
+
+
+def kill_shim(home: Path, box_id: str, tree: list[Proc]) -> KillShim:
+    proc = shim_of(tree, box_id)
+    return KillShim("kill_shim", {"box": box_id, "pid": proc.pid}, proc=proc)

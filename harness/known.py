@@ -1,0 +1,80 @@
+"""The known-failures table: genuine runtime bugs, keyed by check and runtime version range.
+
+On an affected version a violation of the check is reported as `known` and does not fail the
+scenario; the check holding there is reported as `fixed` and fails it (strict), so the table is
+updated the day upstream fixes the bug. `unknown` always fails, known or not.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
+from harness.errors import SetupError
+
+DEFAULT_TABLE = Path(__file__).resolve().parent.parent / "fixtures" / "known_failures.toml"
+
+PASS, FAIL, KNOWN, FIXED = "pass", "fail", "known", "fixed"
+FAILING = (FAIL, FIXED)
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    id: str
+    check: str              # fnmatch pattern over check ids, e.g. "record_failed[live.get_info]"
+    versions: SpecifierSet
+    scenarios: str          # fnmatch pattern over scenario node ids ("*" for all)
+    reason: str
+    evidence: str
+    upstream: str = ""
+
+    def applies(self, check_id: str, version: str, scenario: str) -> bool:
+        return (fnmatch.fnmatchcase(check_id, self.check)
+                and fnmatch.fnmatchcase(scenario, self.scenarios)
+                and Version(version) in self.versions)
+
+
+def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SetupError(f"known-failures table {path}: {exc}") from exc
+    out = []
+    for i, raw in enumerate(data.get("failure", []), start=1):
+        try:
+            out.append(KnownFailure(raw["id"], raw["check"], SpecifierSet(raw["versions"]),
+                                    raw.get("scenarios", "*"), raw["reason"], raw["evidence"],
+                                    raw.get("upstream", "")))
+        except (KeyError, InvalidSpecifier) as exc:
+            raise SetupError(f"known-failures table {path}: entry {i} is malformed: {exc!r}") \
+                from exc
+    return out
+
+
+@dataclass
+class Judgement:
+    verdict: Verdict
+    outcome: str                    # pass | fail | known | fixed
+    known: KnownFailure | None = None
+
+    def to_json(self) -> dict:
+        return {**self.verdict.to_json(), "outcome": self.outcome,
+                "known_failure": self.known.id if self.known else None}
+
+
+def judge(verdict: Verdict, version: str, scenario: str,
+          table: list[KnownFailure]) -> Judgement:
+    kf = next((k for k in table if k.applies(verdict.check, version, scenario)), None)
+    if verdict.status == UNKNOWN:
+        return Judgement(verdict, FAIL, kf)
+    if verdict.status == VIOLATED:
+        return Judgement(verdict, KNOWN if kf else FAIL, kf)
+    if verdict.status == HOLDS:
+        return Judgement(verdict, FIXED if kf else PASS, kf)
+    return Judgement(verdict, FAIL, kf)

@@ -1,0 +1,268 @@
+"""Process observation: the harness as child subreaper, and a sampler that records every
+descendant (pid, start time, name, parent, status over time) before anything reaps it.
+
+Processes are identified by (pid, start time) so a recycled pid is never mistaken for ours;
+`kill_leftovers` only ever signals a process whose identity still matches what was recorded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+PR_SET_CHILD_SUBREAPER = 36
+SAMPLE_INTERVAL_S = 0.1
+
+
+def become_subreaper() -> bool:
+    """Make this process adopt orphaned descendants, so none escapes observation."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def is_subreaper() -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_GET_CHILD_SUBREAPER = 37
+    val = ctypes.c_int(0)
+    return libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(val), 0, 0, 0) == 0 and val.value == 1
+
+
+Key = tuple[int, float]
+
+
+@dataclass
+class ProcRecord:
+    pid: int
+    create_time: float
+    name: str
+    ppid: int
+    cmd: str
+    first_seen: float
+    last_seen: float
+    statuses: list[tuple[float, str]] = field(default_factory=list)
+    ppids: list[tuple[float, int]] = field(default_factory=list)
+    zombie_since: float | None = None
+    gone_at: float | None = None
+    adopted: bool = False           # re-parented to the harness (an orphan)
+
+    @property
+    def key(self) -> Key:
+        return (self.pid, self.create_time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "create_time": self.create_time, "name": self.name,
+                "ppid": self.ppid, "cmd": self.cmd, "first_seen": round(self.first_seen, 3),
+                "last_seen": round(self.last_seen, 3), "statuses": self.statuses,
+                "zombie_since": self.zombie_since, "gone_at": self.gone_at,
+                "adopted": self.adopted}
+
+
+@dataclass
+class Sample:
+    t: float
+    count: int
+    zombies: list[dict[str, Any]]       # pid, ppid, name of each zombie in this sample
+    by_name: dict[str, int]
+
+
+def classify(name: str, cmd: str) -> str:
+    """The runtime's processes in its own words: shim, vm, bwrap, host or other."""
+    if "boxlite-shim" in cmd or name == "boxlite-shim":
+        return "shim"
+    if name.startswith("libkrun"):
+        return "vm"
+    if name == "bwrap":
+        return "bwrap"
+    if "host_main.py" in cmd:
+        return "host"
+    return "other"
+
+
+class ProcessLedger:
+    """Samples the descendants of `root_pid` on a thread; reaps only adopted orphans."""
+
+    def __init__(self, root_pid: int | None = None, interval_s: float = SAMPLE_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_sample: Callable[[Sample], None] | None = None,
+                 list_procs: Callable[[], Iterable[psutil.Process]] | None = None) -> None:
+        self.root_pid = root_pid or os.getpid()
+        self.interval_s = interval_s
+        self.clock = clock
+        self.t0 = clock()
+        self.on_sample = on_sample
+        self.records: dict[Key, ProcRecord] = {}
+        self.samples: list[Sample] = []
+        self.own_children: set[int] = set()     # pids the harness waits on itself (hosts)
+        self.baseline: set[Key] = set()
+        self.errors: list[str] = []
+        self._list = list_procs or (lambda: psutil.Process(self.root_pid).children(recursive=True))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- sampling -------------------------------------------------------------------------
+    def snapshot_baseline(self) -> None:
+        for p in self._safe_list():
+            try:
+                self.baseline.add((p.pid, p.create_time()))
+            except psutil.Error:
+                pass
+
+    def _safe_list(self) -> list[psutil.Process]:
+        try:
+            return list(self._list())
+        except psutil.Error as exc:
+            self.errors.append(f"listing descendants failed: {exc!r}")
+            return []
+
+    def sample(self) -> Sample:
+        now = self.clock() - self.t0
+        seen: set[Key] = set()
+        zombies = []
+        by_name: dict[str, int] = {}
+        for p in self._safe_list():
+            try:
+                with p.oneshot():
+                    key = (p.pid, p.create_time())
+                    if key in self.baseline:
+                        continue
+                    status = p.status()
+                    ppid = p.ppid()
+                    name = p.name()
+                    rec = self.records.get(key)
+                    if rec is None:
+                        try:
+                            cmd = " ".join(p.cmdline())[:300]
+                        except psutil.Error:
+                            cmd = ""
+                        rec = ProcRecord(p.pid, key[1], name, ppid, cmd, now, now)
+                        self.records[key] = rec
+            except psutil.NoSuchProcess:
+                continue
+            except psutil.Error as exc:
+                self.errors.append(f"reading pid {p.pid} failed: {exc!r}")
+                continue
+            seen.add(key)
+            rec.last_seen = now
+            if not rec.statuses or rec.statuses[-1][1] != status:
+                rec.statuses.append((round(now, 3), status))
+            if not rec.ppids or rec.ppids[-1][1] != ppid:
+                rec.ppids.append((round(now, 3), ppid))
+                rec.ppid = ppid
+            kind = classify(rec.name, rec.cmd)
+            # Hosts are our own children (we wait on them); anything else under us is an
+            # orphan the subreaper adopted.
+            if ppid == self.root_pid and p.pid not in self.own_children and kind != "host":
+                rec.adopted = True
+            by_name[kind] = by_name.get(kind, 0) + 1
+            if status == psutil.STATUS_ZOMBIE:
+                if rec.zombie_since is None:
+                    rec.zombie_since = now
+                zombies.append({"pid": p.pid, "ppid": ppid, "name": rec.name, "kind": kind})
+                if rec.adopted:
+                    self._reap(p.pid)
+        for key, rec in self.records.items():
+            if key not in seen and rec.gone_at is None:
+                rec.gone_at = now
+        s = Sample(round(now, 3), len(seen), zombies, by_name)
+        with self._lock:
+            self.samples.append(s)
+        if self.on_sample:
+            self.on_sample(s)
+        return s
+
+    def _reap(self, pid: int) -> None:
+        # Only orphans we adopted: reaping them is our duty as subreaper, and it steals
+        # no exit status from anyone else.
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+    def start(self) -> ProcessLedger:
+        self.snapshot_baseline()
+        self._thread = threading.Thread(target=self._loop, name="process-ledger", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            t = self.clock()
+            self.sample()
+            self._stop.wait(max(0.0, self.interval_s - (self.clock() - t)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self.sample()
+
+    # -- questions ------------------------------------------------------------------------
+    def kinds(self, *kinds: str) -> list[ProcRecord]:
+        return [r for r in self.records.values() if classify(r.name, r.cmd) in kinds]
+
+    def alive(self, rec: ProcRecord) -> bool:
+        """Still running (not a zombie) and still the same process (pid plus start time)."""
+        try:
+            p = psutil.Process(rec.pid)
+            return p.create_time() == rec.create_time and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def leftovers(self, kinds: tuple[str, ...] | None = None) -> list[ProcRecord]:
+        recs = self.records.values() if kinds is None else self.kinds(*kinds)
+        return [r for r in recs if self.alive(r)]
+
+    def zombie_records(self) -> list[ProcRecord]:
+        return [r for r in self.records.values() if r.zombie_since is not None]
+
+    def kill_leftovers(self, wait_s: float = 5.0) -> list[dict[str, Any]]:
+        """SIGCONT then SIGKILL every recorded process still alive; return what was killed."""
+        killed = []
+        for rec in self.leftovers():
+            try:
+                p = psutil.Process(rec.pid)
+                if p.create_time() != rec.create_time:
+                    continue
+                p.send_signal(signal.SIGCONT)   # a frozen process must be able to die
+                p.kill()
+                killed.append({**rec.to_json(), "killed": True})
+            except psutil.Error:
+                continue
+        deadline = time.monotonic() + wait_s
+        for item in killed:
+            while time.monotonic() < deadline:
+                try:
+                    p = psutil.Process(item["pid"])
+                    if p.create_time() != item["create_time"]:
+                        break
+                    if p.status() == psutil.STATUS_ZOMBIE:
+                        if p.ppid() == self.root_pid and p.pid not in self.own_children:
+                            self._reap(p.pid)
+                        break
+                except psutil.Error:
+                    break
+                time.sleep(0.02)
+            else:
+                item["unkillable"] = proc_dump(item["pid"])
+        return killed
+
+
+def proc_dump(pid: int) -> dict[str, str]:
+    """What /proc says about a process that will not die, for the report."""
+    out = {}
+    for name in ("status", "wchan", "stack", "stat"):
+        try:
+            out[name] = Path(f"/proc/{pid}/{name}").read_text(errors="replace")[:4000]
+        except OSError as exc:
+            out[name] = f"<unreadable: {exc}>"
+    return out

@@ -1,0 +1,175 @@
+"""The pytest plugin: options, tier markers, the fixture chain, verdicts, artifacts, reports.
+
+Fixture chain (session → function):
+  runtime_env    the virtualenv of --runtime (built once, shared by workers under a lock)
+  busybox        the deterministic test image
+  known_failures the known-failures table
+  doctor         doctor's findings; decides which tiers run and why the others skip
+  chaos          one scenario's world (history, ledger, hosts, faults, verdicts); its verdicts
+                 are judged at the end of the test's call phase
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from harness.context import Chaos, ScenarioFailed
+from harness.doctor import DoctorReport, check_kvm, run_doctor
+from harness.errors import HarnessError
+from harness.image import busybox_image
+from harness.known import load_table
+from harness.observe.processes import become_subreaper
+from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime
+
+chaos_key = pytest.StashKey[Chaos]()
+REPORT_ENV = "BOXLITE_CHAOS_REPORT"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("boxlite-chaos")
+    g.addoption("--runtime", default=os.environ.get("BOXLITE_CHAOS_RUNTIME", DEFAULT_SPEC),
+                help=f"runtime spec under test (default {DEFAULT_SPEC})")
+    g.addoption("--chaos-report", default=os.environ.get(REPORT_ENV),
+                help="folder for histories, verdicts and the report (default: a new folder "
+                     "under reports/)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tier(name): init or booted; decides when it runs")
+    become_subreaper()
+    report = config.getoption("--chaos-report")
+    if not report:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        report = str(Path("reports") / f"run-{stamp}-{os.getpid()}")
+        # xdist workers inherit the controller's folder through the environment.
+        os.environ[REPORT_ENV] = str(Path(report).resolve())
+    config.stash[report_key] = Path(report).resolve()
+
+
+report_key = pytest.StashKey[Path]()
+
+
+@pytest.fixture(scope="session")
+def report_dir(pytestconfig: pytest.Config) -> Path:
+    path = pytestconfig.stash[report_key]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def runtime_env(pytestconfig: pytest.Config):
+    try:
+        return ensure_runtime(pytestconfig.getoption("--runtime"))
+    except HarnessError as exc:
+        pytest.exit(f"boxlite-chaos: {exc}", returncode=exc.exit_code)
+
+
+@pytest.fixture(scope="session")
+def busybox():
+    try:
+        return busybox_image()
+    except HarnessError as exc:
+        pytest.exit(f"boxlite-chaos: {exc}", returncode=exc.exit_code)
+
+
+@pytest.fixture(scope="session")
+def known_failures():
+    return load_table()
+
+
+@pytest.fixture(scope="session")
+def doctor(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> DoctorReport:
+    needs_boot = any(_tier(i) == "booted" for i in request.session.items)
+    return run_doctor(pytestconfig.getoption("--runtime"), boot=needs_boot)
+
+
+def _tier(item: pytest.Item) -> str | None:
+    m = item.get_closest_marker("tier")
+    return m.args[0] if m else None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    tier = _tier(item)
+    if tier is None:
+        return
+    if tier == "init":
+        ok, why = check_kvm()
+        if not ok:
+            pytest.skip(f"init tier: {why}")
+        return
+    report: DoctorReport = item._request.getfixturevalue("doctor")  # type: ignore[attr-defined]
+    why = report.reason(tier)
+    if why is not None:
+        pytest.skip(f"{tier} tier: {why}")
+
+
+def _slug(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
+
+
+@pytest.fixture
+def chaos(request: pytest.FixtureRequest, runtime_env, busybox, known_failures,
+          report_dir: Path):
+    ctx = Chaos(request.node.nodeid, report_dir / "scenarios" / _slug(request.node.nodeid),
+                runtime_env, busybox, known_failures)
+    request.node.stash[chaos_key] = ctx
+    try:
+        yield ctx
+    finally:
+        ctx.safety_teardown()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """After the scenario's steps, conclude it: its verdicts decide the test's outcome."""
+    t0 = time.monotonic()
+    try:
+        result = yield
+    finally:
+        ctx = item.stash.get(chaos_key, None)
+        if ctx is not None:
+            ctx.history.append("meta", event="call_done", wall_s=round(time.monotonic() - t0, 3))
+    if ctx is not None:
+        try:
+            ctx.conclude()
+        except ScenarioFailed as exc:
+            pytest.fail(str(exc), pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    rep = yield
+    ctx = item.stash.get(chaos_key, None)
+    if ctx is not None and rep.when == "call":
+        outcome = rep.outcome
+        if rep.failed:
+            ctx.keep_artifacts()
+        ctx.history.append("meta", event="outcome", outcome=outcome,
+                           duration_s=round(rep.duration, 3))
+        rec = {"nodeid": item.nodeid, "outcome": outcome, "duration_s": round(rep.duration, 3),
+               "runtime": ctx.env.spec.text, "runtime_version": ctx.env.version,
+               "workdir": str(ctx.workdir),
+               "judgements": [j.to_json() for j in ctx.judgements]}
+        with open(item.config.stash[report_key] / "results.jsonl", "a") as fh:
+            fh.write(json.dumps(rec, default=str) + "\n")
+    return rep
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    path = session.config.stash[report_key]
+    if (path / "results.jsonl").is_file():
+        from harness.report.build import build_report
+        try:
+            build_report(path)
+        except Exception as exc:  # noqa: BLE001 - a broken report must not hide the verdicts
+            print(f"boxlite-chaos: report could not be built: {exc!r}")

@@ -1,0 +1,277 @@
+"""The harness side of a runtime host: start it, talk to it, signal it, wait for it.
+
+`RuntimeHost` is one host process on one home. `HostFactory` owns every host it started so a
+test's teardown can end them all, however the test ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from harness.errors import HostError
+from harness.history import History
+from harness.runtime.spec import RuntimeEnv
+from harness.wait import Deadline
+
+HOST_MAIN = Path(__file__).with_name("host_main.py")
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """How the host embeds the runtime; each field is a flag of host_main.py."""
+
+    runtime: str = "options"        # options | default
+    sigterm: str = "none"           # none | graceful | sdk
+    shutdown_timeout: int = 25
+    reaper: str = "none"            # none | global
+
+    def argv(self) -> list[str]:
+        return ["--runtime", self.runtime, "--sigterm", self.sigterm,
+                "--shutdown-timeout", str(self.shutdown_timeout), "--reaper", self.reaper]
+
+    @property
+    def label(self) -> str:
+        parts = [self.runtime, f"sigterm={self.sigterm}"]
+        if self.reaper != "none":
+            parts.append(f"reaper={self.reaper}")
+        return ",".join(parts)
+
+
+RUNNER = Flavour(sigterm="graceful")
+SDK_DEFAULT = Flavour(runtime="default", sigterm="sdk")
+BARE = Flavour()
+
+
+class RuntimeOpError(Exception):
+    """The runtime answered an operation with an error (data, not a harness failure)."""
+
+    def __init__(self, op: str, error: dict[str, Any]) -> None:
+        self.op = op
+        self.type = error.get("type", "?")
+        self.message = error.get("message", "")
+        self.error = error
+        super().__init__(f"{op}: {self.type}: {self.message}")
+
+
+@dataclass
+class ExitInfo:
+    returncode: int
+    elapsed_s: float            # from the signal (or wait start) to the exit
+
+
+@dataclass
+class RuntimeHost:
+    env: RuntimeEnv
+    home: Path
+    flavour: Flavour
+    workdir: Path
+    history: History | None = None
+    name: str = "host"
+    proc: subprocess.Popen | None = None
+    create_time: float | None = None
+    events: list[dict] = field(default_factory=list)
+    _pending: dict[int, Future] = field(default_factory=dict)
+    _next_id: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _signal_t: float | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> RuntimeHost:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BOXLITE")}
+        # Both flavours see the isolated home; the default runtime only through the env.
+        env["BOXLITE_HOME"] = str(self.home)
+        env["PYTHONUNBUFFERED"] = "1"
+        stderr = open(self.workdir / f"{self.name}.stderr", "ab")
+        self.proc = subprocess.Popen(
+            [str(self.env.python), str(HOST_MAIN), "--home", str(self.home), *self.flavour.argv()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env,
+            cwd=self.workdir, start_new_session=True)
+        stderr.close()
+        self.create_time = psutil.Process(self.proc.pid).create_time()
+        threading.Thread(target=self._read, name=f"{self.name}-reader", daemon=True).start()
+        self._note("invoke", op="host_start", pid=self.proc.pid, flavour=self.flavour.label)
+        if not self._ready.wait(READY_TIMEOUT_S):
+            self.kill()
+            raise HostError(f"{self.name} (pid {self.proc.pid}) did not say ready within "
+                            f"{READY_TIMEOUT_S:.0f}s; see {self.workdir / (self.name + '.stderr')}")
+        self._note("ok", op="host_start", pid=self.proc.pid)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "host not started"
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                msg = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if "event" in msg:
+                msg["t_mono"] = time.monotonic()
+                self.events.append(msg)
+                if msg["event"] == "ready":
+                    self._ready.set()
+                else:
+                    self._note("observe", what="host_event", **msg)
+                continue
+            fut = self._pending.pop(msg.get("id"), None)
+            if fut is not None:
+                fut.set_result(msg)
+        # EOF: the host is gone; fail whatever is still waiting.
+        for rid, fut in list(self._pending.items()):
+            self._pending.pop(rid, None)
+            fut.set_exception(HostError(f"{self.name} exited while an operation was pending"))
+
+    # -- operations -----------------------------------------------------------------------
+    def send(self, op: str, **args: Any) -> Future:
+        """Send an operation without waiting; the Future resolves to the raw reply."""
+        if not self.alive:
+            raise HostError(f"{self.name} is not running; cannot send {op}")
+        with self._lock:
+            self._next_id += 1
+            rid = self._next_id
+            fut: Future = Future()
+            self._pending[rid] = fut
+            assert self.proc is not None and self.proc.stdin is not None
+            self._note("invoke", op=op, req=rid, args=args)
+            try:
+                self.proc.stdin.write((json.dumps({"id": rid, "op": op, "args": args}) + "\n")
+                                      .encode())
+                self.proc.stdin.flush()
+            except BrokenPipeError as exc:
+                self._pending.pop(rid, None)
+                raise HostError(f"{self.name} closed its stdin; cannot send {op}") from exc
+        fut.op = op  # type: ignore[attr-defined]
+        fut.req = rid  # type: ignore[attr-defined]
+        return fut
+
+    def result(self, fut: Future, timeout_s: float) -> Any:
+        """Wait for a sent operation; runtime errors raise RuntimeOpError."""
+        op = getattr(fut, "op", "?")
+        try:
+            reply = fut.result(timeout=timeout_s)
+        except FutureTimeout as exc:
+            self._note("fail", op=op, req=getattr(fut, "req", None), error="harness timeout",
+                       timeout_s=timeout_s)
+            raise HostError(f"{self.name}: no reply to {op} within {timeout_s:.0f}s") from exc
+        if reply.get("ok"):
+            self._note("ok", op=op, req=reply.get("id"), elapsed_s=reply.get("elapsed_s"),
+                       result=reply.get("result"))
+            return reply.get("result")
+        self._note("fail", op=op, req=reply.get("id"), elapsed_s=reply.get("elapsed_s"),
+                   error={k: v for k, v in reply["error"].items() if k != "traceback"})
+        raise RuntimeOpError(op, reply["error"])
+
+    def call(self, op: str, timeout_s: float = 60.0, **args: Any) -> Any:
+        return self.result(self.send(op, **args), timeout_s)
+
+    def try_call(self, op: str, timeout_s: float = 60.0, **args: Any) -> tuple[Any, RuntimeOpError | None]:
+        """Like call, but a runtime error is returned instead of raised."""
+        try:
+            return self.call(op, timeout_s, **args), None
+        except RuntimeOpError as exc:
+            return None, exc
+
+    # -- signals and exit -----------------------------------------------------------------
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            self._signal_t = time.monotonic()
+            self._note("fault", fault="signal_host", signal=signal.Signals(sig).name, pid=self.pid)
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    def wait_exit(self, timeout_s: float) -> ExitInfo:
+        """Wait for the host to exit; elapsed is measured from the last signal sent."""
+        assert self.proc is not None
+        t_from = self._signal_t or time.monotonic()
+        try:
+            rc = self.proc.wait(timeout=Deadline(timeout_s, f"{self.name} to exit").remaining())
+        except subprocess.TimeoutExpired as exc:
+            raise HostError(f"{self.name} (pid {self.pid}) still running after "
+                            f"{timeout_s:.0f}s") from exc
+        info = ExitInfo(rc, time.monotonic() - t_from)
+        self._note("observe", what="host_exit", returncode=rc, elapsed_s=round(info.elapsed_s, 3))
+        return info
+
+    def close(self, timeout_s: float = 10.0) -> int | None:
+        """Ask the host to exit without a runtime shutdown (like a daemon that just leaves)."""
+        if not self.alive:
+            return self.proc.returncode if self.proc else None
+        try:
+            self.send("exit")
+            return self.wait_exit(timeout_s).returncode
+        except HostError:
+            self.kill()
+            return self.wait_exit(timeout_s).returncode
+
+    def _note(self, kind: str, **fields: Any) -> None:
+        if self.history is not None:
+            self.history.append(kind, host=self.name, **fields)
+
+
+class HostFactory:
+    """Starts runtime hosts and owns them: `close_all` ends every one still running."""
+
+    def __init__(self, env: RuntimeEnv, root: Path, history: History | None = None) -> None:
+        self.env = env
+        self.root = root
+        self.history = history
+        self.hosts: list[RuntimeHost] = []
+        self._homes = 0
+
+    def new_home(self) -> Path:
+        self._homes += 1
+        home = self.root / f"home{self._homes}"
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    def start(self, home: Path | None = None, flavour: Flavour = BARE,
+              name: str | None = None) -> RuntimeHost:
+        home = home or self.new_home()
+        name = name or f"host{len(self.hosts) + 1}"
+        host = RuntimeHost(self.env, home, flavour, self.root / "hosts", self.history, name)
+        self.hosts.append(host)
+        return host.start()
+
+    def restart(self, old: RuntimeHost, flavour: Flavour | None = None) -> RuntimeHost:
+        """A new host on the same home (the old one must have exited: one runtime per home)."""
+        if old.alive:
+            raise HostError(f"{old.name} is still running; a home takes one runtime at a time")
+        return self.start(old.home, flavour or old.flavour)
+
+    def close_all(self) -> None:
+        for host in self.hosts:
+            if host.alive:
+                host.kill()
+                try:
+                    host.wait_exit(10.0)
+                except HostError:
+                    pass

@@ -1,0 +1,130 @@
+"""Runtime specs ("boxlite==X.Y.Z" or "wheel:PATH") and the cached virtualenv each one gets.
+
+The harness never imports boxlite itself: every runtime under test lives in its own virtualenv
+so a fixed release, a pre-fix release and a local wheel can be driven side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import SpecError
+from harness.paths import cache_root, locked
+
+# The runtime a plain run judges: the latest release. Pinned here and nowhere else.
+DEFAULT_SPEC = "boxlite==0.10.8"
+
+_RELEASE = re.compile(r"^boxlite==(\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?)$")
+_WHEEL_VERSION = re.compile(r"^boxlite-(\d+\.\d+\.\d+[^-]*)-")
+INSTALL_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """What the user asked for: a release from PyPI or a wheel file."""
+
+    text: str
+    kind: str           # "release" | "wheel"
+    version: str        # the boxlite version the spec installs
+    wheel: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> RuntimeSpec:
+        text = text.strip()
+        m = _RELEASE.match(text)
+        if m:
+            return cls(text, "release", m.group(1))
+        if text.startswith("wheel:"):
+            path = Path(text[len("wheel:"):]).expanduser().resolve()
+            if not path.is_file():
+                raise SpecError(f"runtime spec {text!r}: wheel file {path} does not exist")
+            m = _WHEEL_VERSION.match(path.name)
+            if not m or path.suffix != ".whl":
+                raise SpecError(
+                    f"runtime spec {text!r}: {path.name} is not a boxlite wheel "
+                    "(expected boxlite-X.Y.Z-...whl)")
+            return cls(text, "wheel", m.group(1), path)
+        raise SpecError(
+            f"runtime spec {text!r} is not understood; use 'boxlite==X.Y.Z' or 'wheel:PATH'")
+
+    @property
+    def key(self) -> str:
+        """Folder name of this spec's virtualenv; a rebuilt wheel gets a new one."""
+        if self.kind == "release":
+            return f"boxlite-{self.version}"
+        assert self.wheel is not None
+        digest = hashlib.sha256(self.wheel.read_bytes()).hexdigest()[:12]
+        return f"wheel-{self.version}-{digest}"
+
+    def requirement(self) -> str:
+        return self.text if self.kind == "release" else str(self.wheel)
+
+
+@dataclass(frozen=True)
+class RuntimeEnv:
+    """A ready virtualenv holding one runtime."""
+
+    spec: RuntimeSpec
+    venv: Path
+    version: str        # as reported by the installed package
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+
+def venv_root(cache: Path | None = None) -> Path:
+    return (cache or cache_root()) / "venvs"
+
+
+def ensure_runtime(spec: RuntimeSpec | str, cache: Path | None = None,
+                   log=None) -> RuntimeEnv:
+    """Return the virtualenv for `spec`, creating it once (under a lock shared by workers)."""
+    if isinstance(spec, str):
+        spec = RuntimeSpec.parse(spec)
+    root = venv_root(cache)
+    venv = root / spec.key
+    marker = venv / ".boxlite-chaos-ready.json"
+    with locked(root / f"{spec.key}.lock"):
+        if marker.is_file():
+            return RuntimeEnv(spec, venv, json.loads(marker.read_text())["version"])
+        shutil.rmtree(venv, ignore_errors=True)
+        t0 = time.monotonic()
+        _run([sys.executable, "-m", "venv", str(venv)], spec, "create the virtualenv")
+        _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+              "--disable-pip-version-check", spec.requirement()], spec, "install the runtime")
+        out = _run([str(venv / "bin" / "python"), "-c",
+                    "import importlib.metadata as m; print(m.version('boxlite'))"],
+                   spec, "read the installed version")
+        version = out.strip()
+        marker.write_text(json.dumps({"spec": spec.text, "version": version,
+                                      "install_s": round(time.monotonic() - t0, 1)}))
+        if log:
+            log(f"runtime {spec.text}: virtualenv built in {time.monotonic() - t0:.1f}s")
+        return RuntimeEnv(spec, venv, version)
+
+
+def _run(argv: list[str], spec: RuntimeSpec, what: str) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S,
+                              env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    except subprocess.TimeoutExpired as exc:
+        raise SpecError(f"runtime spec {spec.text!r}: could not {what} within "
+                        f"{INSTALL_TIMEOUT_S:.0f}s") from exc
+    if proc.returncode != 0:
+        err = proc.stderr.strip()
+        if "No matching distribution" in err or "Could not find a version" in err:
+            raise SpecError(f"runtime spec {spec.text!r}: boxlite {spec.version} is not a "
+                            "published release (pip found no matching distribution)")
+        tail = "\n".join(err.splitlines()[-5:])
+        raise SpecError(f"runtime spec {spec.text!r}: could not {what}:\n{tail}")
+    return proc.stdout

@@ -1,0 +1,68 @@
+"""Scenario steps a person would narrate: start a box with a fault at the shim's spawn, read
+the record through every path, restart the host. Scenarios compose these; checks judge them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.context import Chaos
+from harness.faults.shim import box_tree, freeze_box, kill_shim, wait_for_shim
+from harness.observe.records import RecordRead, read_host, read_store
+from harness.runtime.host import RuntimeHost, RuntimeOpError
+
+# The runtime's guest-connect timeout (GUEST_READY_TIMEOUT, no override in released wheels)
+# plus the time a VM takes to fail here; a start that takes longer than this is stuck.
+START_BOUND_S = 90.0
+
+
+@dataclass
+class StartOutcome:
+    box_id: str
+    error: dict[str, Any] | None        # the runtime's error, or None if start succeeded
+    elapsed_s: float
+    host_alive: bool
+
+
+def create_box(chaos: Chaos, host: RuntimeHost, name: str | None = None, **options: Any) -> str:
+    return host.call("create", timeout_s=120, options=chaos.box_options(**options),
+                     name=name)["id"]
+
+
+def start_with_fault(chaos: Chaos, host: RuntimeHost, box_id: str, fault: str | None = None,
+                     delay_s: float = 0.0) -> StartOutcome:
+    """Start the box; as soon as its shim is spawned (plus `delay_s`), inject `fault`.
+
+    fault: None, "freeze" (SIGSTOP the box's process tree: the guest hangs) or "kill"
+    (SIGKILL the shim).
+    """
+    import time
+
+    t0 = time.monotonic()
+    fut = host.send("start", box_id=box_id)
+    if fault:
+        tree = wait_for_shim(host.home, box_id, timeout_s=60)
+        if delay_s:
+            time.sleep(delay_s)
+            tree = box_tree(host.home, box_id) or tree
+        chaos.inject((freeze_box if fault == "freeze" else kill_shim)(host.home, box_id, tree))
+    try:
+        host.result(fut, START_BOUND_S)
+        error = None
+    except RuntimeOpError as exc:
+        error = {"type": exc.type, "message": exc.message}
+    return StartOutcome(box_id, error, time.monotonic() - t0, host.alive)
+
+
+def read_live(host: RuntimeHost, box_id: str) -> list[RecordRead]:
+    """Through the live host (get_info, list_info) and the store beside it."""
+    return [*read_host(host, box_id, "live"), read_store(host.home, box_id)]
+
+
+def read_fresh(chaos: Chaos, old: RuntimeHost, box_id: str,
+               prefix: str = "fresh") -> tuple[list[RecordRead], RuntimeHost]:
+    """Start a fresh host on the same home (the old one must be gone) and read through it."""
+    fresh = chaos.restart(old)
+    return [*read_host(fresh, box_id, prefix), read_store(fresh.home, box_id,
+                                                          f"store.{prefix}")], fresh
