@@ -85,9 +85,15 @@ def known_failures():
 
 
 @pytest.fixture(scope="session")
-def doctor(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> DoctorReport:
-    needs_boot = any(_tier(i) == "booted" for i in request.session.items)
-    return run_doctor(pytestconfig.getoption("--runtime"), boot=needs_boot)
+def doctor(pytestconfig: pytest.Config) -> DoctorReport:
+    """Doctor's findings, including a real boot attempt (cached per kernel boot)."""
+    return run_doctor(pytestconfig.getoption("--runtime"), boot=True)
+
+
+@pytest.fixture(scope="session")
+def doctor_boots(doctor: DoctorReport) -> bool:
+    """Whether a micro-VM boots on this machine (decides how some faults are made)."""
+    return doctor.reason("booted") is None
 
 
 def _tier(item: pytest.Item) -> str | None:
@@ -136,11 +142,14 @@ def pytest_runtest_call(item: pytest.Item):
         ctx = item.stash.get(chaos_key, None)
         if ctx is not None:
             ctx.history.append("meta", event="call_done", wall_s=round(time.monotonic() - t0, 3))
+    failed = None
     if ctx is not None:
         try:
             ctx.conclude()
         except ScenarioFailed as exc:
-            pytest.fail(str(exc), pytrace=False)
+            failed = str(exc)
+    if failed:
+        pytest.fail(failed, pytrace=False)
     return result
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from harness import checks
 from harness.context import Chaos
 from harness.faults.shim import box_tree, freeze_box, kill_shim, wait_for_shim
 from harness.observe.records import RecordRead, read_host, read_store
@@ -66,3 +67,24 @@ def read_fresh(chaos: Chaos, old: RuntimeHost, box_id: str,
     fresh = chaos.restart(old)
     return [*read_host(fresh, box_id, prefix), read_store(fresh.home, box_id,
                                                           f"store.{prefix}")], fresh
+
+
+ENDINGS = ("exit", "shutdown")
+
+
+def judge_failed_record(chaos: Chaos, host: RuntimeHost, box_id: str, cause: str,
+                        ending: str = "exit") -> RuntimeHost:
+    """The record check after an init failure, on every read path and at every moment:
+    live (get_info, list_info, store), then after the live host ends — on its own (`exit`)
+    or through a graceful runtime shutdown (`shutdown`) — through a fresh host on the home.
+    Returns the fresh host."""
+    live = read_live(host, box_id)
+    chaos.judge(*(checks.record_failed(r, cause) for r in live),
+                checks.read_paths_agree(live, "live"))
+    if ending == "shutdown":
+        host.call("shutdown", timeout_s=60)
+    host.close()
+    after, fresh = read_fresh(chaos, host, box_id, prefix=f"after_{ending}")
+    chaos.judge(*(checks.record_failed(r, cause) for r in after),
+                checks.read_paths_agree(after, f"after_{ending}"))
+    return fresh

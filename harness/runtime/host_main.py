@@ -144,8 +144,8 @@ class Host:
     async def op_list_info(self):
         return [info_dict(i) for i in await self.rt.list_info()]
 
-    async def op_shutdown(self, timeout_s: int | None = None):
-        await self.rt.shutdown(timeout_s)
+    async def op_shutdown(self, grace_s: int | None = None):
+        await self.rt.shutdown(grace_s)
         return None
 
     async def op_spawn_child(self, argv: list[str]):

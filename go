@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The two set-up-and-go commands (see README):
+#   ./go gate [boxlite-chaos gate options]   the CI gate against the default runtime + report
+#   ./go test [pytest options]               the harness self-tests plus the gate scenarios
+# Each installs what it needs on a fresh Debian machine first (apt-get, then pip).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(busybox-static)
+
+need_root() { if [ "$(id -u)" != 0 ]; then echo "sudo"; fi; }
+
+setup() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "go: installing Debian packages: ${missing[*]}"
+    $(need_root) apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $(need_root) apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  local stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+  if [ ! -f "$stamp" ]; then
+    echo "go: preparing .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+    touch "$stamp"
+  fi
+}
+
+cmd="${1:-}"; shift || true
+case "$cmd" in
+  gate)
+    setup
+    exec .venv/bin/boxlite-chaos gate "$@" ;;
+  test)
+    setup
+    report="reports/test-$(date -u +%Y%m%dT%H%M%SZ)"
+    exec .venv/bin/python -m pytest tests scenarios -n auto --dist worksteal \
+      --chaos-report "$report" --junitxml "$report/junit.xml" "$@" ;;
+  *)
+    echo "usage: ./go gate [options] | ./go test [pytest options]" >&2
+    exit 2 ;;
+esac
