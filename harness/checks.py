@@ -204,3 +204,74 @@ def record_final(read: RecordRead, *, check_id: str | None = None) -> Verdict:
     if read.status in FINAL:
         return Verdict(cid, HOLDS, ev, f"{read.path}: {read.status}")
     return Verdict(cid, VIOLATED, ev, f"{read.path}: stuck in {read.status!r}")
+
+
+@check("store_integrity")
+def store_integrity(result: str | None, error: str | None = None) -> Verdict:
+    """SQLite's own `PRAGMA integrity_check` says "ok" for the store."""
+    ev = {"integrity_check": result, "error": error}
+    if error or result is None:
+        return Verdict("store_integrity", UNKNOWN, ev, f"store could not be checked: {error}")
+    if result != "ok":
+        return Verdict("store_integrity", VIOLATED, ev, f"integrity_check says {result!r}")
+    return Verdict("store_integrity", HOLDS, ev, "integrity_check ok")
+
+
+SETTLED = ("configured", "stopped", "failed")
+
+
+@check("records_settled")
+def records_settled(rows: Sequence[dict[str, Any]], live_box_ids: Iterable[str] = ()) -> Verdict:
+    """After a restart, no record is stuck in a transitional status: every record is
+    configured (never started), stopped or failed — or running with its box really alive."""
+    alive = set(live_box_ids)
+    stuck = [r for r in rows if r["status"] not in SETTLED
+             and not (r["status"] == "running" and r["id"] in alive)]
+    ev = {"rows": list(rows), "alive": sorted(alive), "stuck": stuck}
+    if stuck:
+        return Verdict("records_settled", VIOLATED, ev, "stuck: " + ", ".join(
+            f"{r['id']}={r['status']}" for r in stuck))
+    return Verdict("records_settled", HOLDS, ev, f"{len(rows)} record(s) settled")
+
+
+@check("home_consistent")
+def home_consistent(box_dirs: Iterable[str], rows: Sequence[dict[str, Any]]) -> Verdict:
+    """No box directory without a record, and no started record whose directory is gone."""
+    dirs = set(box_dirs)
+    ids = {r["id"] for r in rows}
+    orphan_dirs = sorted(dirs - ids)
+    lost_dirs = sorted(r["id"] for r in rows if r["id"] not in dirs and r["status"] != "configured")
+    ev = {"box_dirs": sorted(dirs), "records": sorted(ids), "dirs_without_record": orphan_dirs,
+          "records_without_dir": lost_dirs}
+    if orphan_dirs or lost_dirs:
+        return Verdict("home_consistent", VIOLATED, ev,
+                       f"dirs without record: {orphan_dirs}; records without dir: {lost_dirs}")
+    return Verdict("home_consistent", HOLDS, ev, f"{len(dirs)} dir(s), {len(ids)} record(s)")
+
+
+@check("image_cache_usable")
+def image_cache_usable(reached: str | None, expected: str, error: str | None = None) -> Verdict:
+    """A new box from the same image gets as far as a box did before the fault."""
+    ev = {"reached": reached, "expected": expected, "error": error}
+    if reached == expected:
+        return Verdict("image_cache_usable", HOLDS, ev, f"a new box reached {expected}")
+    return Verdict("image_cache_usable", VIOLATED, ev,
+                   f"a new box reached {reached!r}, not {expected!r}: {error}")
+
+
+@check("box_gone")
+def box_gone(reads: Sequence[RecordRead], box_dir_exists: bool, socket_dir_exists: bool,
+             processes: Sequence[dict[str, Any]]) -> Verdict:
+    """After remove, nothing of the box remains: no record on any path, no directory, no
+    socket folder, no process."""
+    present = [r.path for r in reads if r.present]
+    unreadable = [r.path for r in reads if r.error]
+    ev = {"present_in": present, "unreadable": unreadable, "box_dir": box_dir_exists,
+          "socket_dir": socket_dir_exists, "processes": list(processes)}
+    left = present + (["box dir"] if box_dir_exists else []) + \
+        (["socket dir"] if socket_dir_exists else []) + [f"pid {p['pid']}" for p in processes]
+    if left:
+        return Verdict("box_gone", VIOLATED, ev, f"still there after remove: {left}")
+    if unreadable:
+        return Verdict("box_gone", UNKNOWN, ev, f"could not read {unreadable}")
+    return Verdict("box_gone", HOLDS, ev, "no record, directory, socket folder or process left")

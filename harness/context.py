@@ -101,8 +101,13 @@ class Chaos:
             if host.alive:
                 host.close()
         deadline = Deadline(WATCHDOG_BOUND_S, "the scenario's shims to exit after their hosts")
-        while self.ledger.leftovers(RUNTIME_KINDS) and not deadline.expired():
+        while True:
+            self.ledger.sample()        # judge what is alive now, not at the last tick
+            left = self.ledger.leftovers(RUNTIME_KINDS)
+            if not left or deadline.expired():
+                break
             time.sleep(0.05)
+        self.teardown_report["watchdog_wait_s"] = round(deadline.elapsed(), 3)
 
     def conclude(self) -> list[Judgement]:
         """End the scenario and judge what it left; raise ScenarioFailed on a failing verdict."""

@@ -29,13 +29,14 @@ class KnownFailure:
     id: str
     check: str              # pattern over check ids (only * is a wildcard), e.g. "record_failed[live.get_info]"
     versions: SpecifierSet
-    scenarios: str          # pattern over scenario node ids (only * is a wildcard) ("*" for all)
+    scenarios: tuple[str, ...]  # patterns over scenario node ids (only * is a wildcard) ("*" for all)
     reason: str
     evidence: str
     upstream: str = ""
 
     def applies(self, check_id: str, version: str, scenario: str) -> bool:
-        return (wildcard(self.check, check_id) and wildcard(self.scenarios, scenario)
+        return (wildcard(self.check, check_id)
+                and any(wildcard(p, scenario) for p in self.scenarios)
                 and Version(version) in self.versions)
 
 
@@ -52,9 +53,10 @@ def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
     out = []
     for i, raw in enumerate(data.get("failure", []), start=1):
         try:
+            scen = raw.get("scenarios", "*")
             out.append(KnownFailure(raw["id"], raw["check"], SpecifierSet(raw["versions"]),
-                                    raw.get("scenarios", "*"), raw["reason"], raw["evidence"],
-                                    raw.get("upstream", "")))
+                                    (scen,) if isinstance(scen, str) else tuple(scen),
+                                    raw["reason"], raw["evidence"], raw.get("upstream", "")))
         except (KeyError, InvalidSpecifier) as exc:
             raise SetupError(f"known-failures table {path}: entry {i} is malformed: {exc!r}") \
                 from exc

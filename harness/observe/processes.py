@@ -108,6 +108,7 @@ class ProcessLedger:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._sample_lock = threading.Lock()
 
     # -- sampling -------------------------------------------------------------------------
     def snapshot_baseline(self) -> None:
@@ -125,6 +126,11 @@ class ProcessLedger:
             return []
 
     def sample(self) -> Sample:
+        # Scenarios sample synchronously too (to judge what is alive *now*): one at a time.
+        with self._sample_lock:
+            return self._sample()
+
+    def _sample(self) -> Sample:
         now = self.clock() - self.t0
         seen: set[Key] = set()
         zombies = []

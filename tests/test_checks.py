@@ -1,0 +1,643 @@
+"""Self-tests of every check in harness/checks.py: a holding case, a violating case, and the
+`unknown` case where the check has one. The meta-test at the bottom fails when a check is
+registered without a violating case here."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import checks
+from harness.checks import CHECKS, HOLDS, UNKNOWN, VIOLATED, Verdict, classify_reason
+from harness.faults.base import Fault, FaultSet
+from harness.history import History, read_history
+from harness.observe.logs import EVIDENCE_FIELDS
+from harness.observe.logs import timeout_evidence as parse_evidence
+from harness.observe.processes import ProcRecord
+from harness.observe.records import RecordRead, read_store, store_integrity, store_rows
+
+# Reasons as the runtime words them (the timeout one is from the known-failures evidence).
+TIMEOUT_REASON = ("engine reported an error: The VM failed to start: timed out after 30s "
+                  "waiting for it to become ready.")
+BOOT_REASON = "engine reported an error: The VM failed to start: boot image is unusable"
+SHIM_REASON = "engine reported an error: shim exited with code 137 (SIGKILL)"
+
+
+def store(status: str | None = "failed", reason: str | None = TIMEOUT_REASON,
+          present: bool = True, error: str | None = None, path: str = "store") -> RecordRead:
+    """A read through the store: the only path that exposes the error reason."""
+    return RecordRead(path, present, status if present else None, reason, True, error)
+
+
+def live(status: str | None = "failed", present: bool = True, error: str | None = None,
+         path: str = "live.get_info") -> RecordRead:
+    return RecordRead(path, present, status if present else None, error=error)
+
+
+# -- record_failed --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cause, reason", [
+    ("timeout", TIMEOUT_REASON),
+    ("boot_failure", BOOT_REASON),
+    ("shim_exit", SHIM_REASON),
+    ("shim_exit", "box process was killed by signal 9"),
+])
+def test_record_failed_holds_when_failed_with_the_expected_cause(cause, reason):
+    v = checks.record_failed(store(reason=reason), cause)
+    assert v.status == HOLDS, v.summary
+    assert v.check == "record_failed[store]"
+    assert v.evidence["reason_names"] == cause
+
+
+def test_record_failed_holds_on_a_path_without_reasons():
+    v = checks.record_failed(live("failed"), "timeout")
+    assert v.status == HOLDS, v.summary
+    assert v.check == "record_failed[live.get_info]"
+
+
+def test_record_failed_violated_when_the_record_is_missing():
+    v = checks.record_failed(store(present=False), "timeout")
+    assert v.status == VIOLATED
+    assert "no record" in v.summary
+
+
+@pytest.mark.parametrize("status", ["configured", "stopped", "running", "stopping", None])
+def test_record_failed_violated_on_another_status(status):
+    v = checks.record_failed(store(status=status), "timeout")
+    assert v.status == VIOLATED
+    assert repr(status) in v.summary
+
+
+def test_record_failed_violated_on_another_status_without_reasons():
+    v = checks.record_failed(live("configured"), "timeout")
+    assert v.status == VIOLATED
+
+
+@pytest.mark.parametrize("reason", ["", "   \n", None])
+def test_record_failed_violated_on_an_empty_reason(reason):
+    v = checks.record_failed(store(reason=reason), "timeout")
+    assert v.status == VIOLATED
+    assert "empty reason" in v.summary
+
+
+def test_record_failed_violated_when_the_reason_names_the_wrong_cause():
+    # A boot failure where a timeout was expected.
+    v = checks.record_failed(store(reason=BOOT_REASON), "timeout")
+    assert v.status == VIOLATED
+    assert v.evidence["reason_names"] == "boot_failure"
+    assert "expected 'timeout'" in v.summary
+    # ...and the other way round: a timeout is not a boot failure.
+    v = checks.record_failed(store(reason=TIMEOUT_REASON), "boot_failure")
+    assert v.status == VIOLATED
+    assert v.evidence["reason_names"] == "timeout"
+
+
+def test_record_failed_violated_when_the_reason_names_no_cause():
+    v = checks.record_failed(store(reason="something went wrong"), "timeout")
+    assert v.status == VIOLATED
+    assert v.evidence["reason_names"] is None
+
+
+def test_record_failed_unknown_when_the_path_could_not_be_read():
+    v = checks.record_failed(store(error="OperationalError: database is locked"), "timeout")
+    assert v.status == UNKNOWN
+    assert "could not be read" in v.summary
+
+
+def test_record_failed_unknown_on_an_unknown_expected_cause():
+    v = checks.record_failed(store(), "cosmic_ray")
+    assert v.status == UNKNOWN
+
+
+def test_record_failed_check_id_override():
+    v = checks.record_failed(store(present=False), "timeout", check_id="record_failed[x]")
+    assert v.check == "record_failed[x]"
+    assert v.status == VIOLATED
+
+
+def test_classify_reason_prefers_timeout_over_boot_failure():
+    # A timeout reason also says "failed to start"; it must classify as a timeout.
+    assert classify_reason(TIMEOUT_REASON) == "timeout"
+    assert classify_reason(BOOT_REASON) == "boot_failure"
+    assert classify_reason(SHIM_REASON) == "shim_exit"
+    assert classify_reason("") is None
+    assert classify_reason(None) is None
+
+
+# -- read_paths_agree -----------------------------------------------------------------------
+
+def test_read_paths_agree_holds():
+    v = checks.read_paths_agree([live("failed"), live("failed", path="live.list_info"),
+                                 store("failed")], "live")
+    assert v.status == HOLDS, v.summary
+    assert v.check == "read_paths_agree[live]"
+
+
+def test_read_paths_agree_holds_when_all_paths_show_no_record():
+    v = checks.read_paths_agree([live(present=False), store(present=False)], "after")
+    assert v.status == HOLDS
+
+
+def test_read_paths_agree_violated_on_different_statuses():
+    v = checks.read_paths_agree([live("configured"), live("failed", path="live.list_info"),
+                                 store("failed")], "live")
+    assert v.status == VIOLATED
+    assert "live.get_info='configured'" in v.summary
+    assert v.evidence["values"]["store"] == "failed"
+
+
+def test_read_paths_agree_violated_on_presence():
+    v = checks.read_paths_agree([live(present=False), store("failed")], "live")
+    assert v.status == VIOLATED
+
+
+def test_read_paths_agree_violated_even_when_a_path_is_unreadable():
+    v = checks.read_paths_agree([live("configured"), store("failed"),
+                                 live(error="host died", path="live.list_info")], "live")
+    assert v.status == VIOLATED
+    assert v.evidence["unreadable"] == {"live.list_info": "host died"}
+
+
+def test_read_paths_agree_unknown_with_fewer_than_two_readable_paths():
+    v = checks.read_paths_agree([live("failed"), store(error="no store")], "live")
+    assert v.status == UNKNOWN
+    assert checks.read_paths_agree([], "live").status == UNKNOWN
+
+
+def test_read_paths_agree_unknown_when_agreeing_paths_leave_one_unread():
+    v = checks.read_paths_agree([live("failed"), store("failed"),
+                                 live(error="timeout", path="live.list_info")], "live")
+    assert v.status == UNKNOWN
+
+
+# -- timeout_evidence (fed through the real log parser) -------------------------------------
+
+BOX = "01JD7Q3ZBOXID"
+
+
+def runtime_log_text(box: str = BOX, fields: dict[str, str] | None = None) -> str:
+    fields = {"shim_alive": "true", "console_bytes": "0", "ready_socket_exists": "false",
+              "likely_cause": "guest did not connect (hung kernel?)"} if fields is None else fields
+    lines = [
+        "2026-11-26T10:00:00.000Z INFO boxlite::litebox: starting box " + box,
+        f"2026-11-26T10:00:30.000Z ERROR boxlite::init: box {box} timed out after 30s "
+        "waiting for the guest to connect",
+        "  Evidence:",
+        *(f"    • {k} = {v}" for k, v in fields.items()),
+        "2026-11-26T10:00:30.100Z INFO boxlite::runtime: box marked failed",
+        "    • likely_cause = not part of the block",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_evidence_parser_reads_every_field_and_stops_at_the_next_entry():
+    ev = parse_evidence(runtime_log_text(), BOX)
+    assert ev == {"shim_alive": "true", "console_bytes": "0", "ready_socket_exists": "false",
+                  "likely_cause": "guest did not connect (hung kernel?)"}
+    assert parse_evidence(runtime_log_text(), "another-box") is None
+    assert parse_evidence("", BOX) is None
+
+
+def test_timeout_evidence_holds():
+    log = runtime_log_text()
+    v = checks.timeout_evidence(parse_evidence(log, BOX), len(log))
+    assert v.status == HOLDS, v.summary
+    for f in EVIDENCE_FIELDS:
+        assert f in v.summary
+
+
+def test_timeout_evidence_violated_without_a_block():
+    log = "2026-11-26T10:00:00Z INFO boxlite: nothing to see\n"
+    v = checks.timeout_evidence(parse_evidence(log, BOX), len(log))
+    assert v.status == VIOLATED
+    assert "no timeout evidence" in v.summary
+
+
+def test_timeout_evidence_violated_on_a_missing_field():
+    log = runtime_log_text(fields={"shim_alive": "true", "console_bytes": "0",
+                                   "likely_cause": "hung"})
+    v = checks.timeout_evidence(parse_evidence(log, BOX), len(log))
+    assert v.status == VIOLATED
+    assert "ready_socket_exists" in v.summary
+
+
+def test_timeout_evidence_violated_on_an_empty_field():
+    log = runtime_log_text(fields={"shim_alive": "true", "console_bytes": "0",
+                                   "ready_socket_exists": "false", "likely_cause": ""})
+    v = checks.timeout_evidence(parse_evidence(log, BOX), len(log))
+    assert v.status == VIOLATED
+    assert "likely_cause" in v.summary
+
+
+def test_timeout_evidence_unknown_on_an_empty_log():
+    v = checks.timeout_evidence(parse_evidence("", BOX), 0)
+    assert v.status == UNKNOWN
+
+
+# -- no_zombies (records made by the ledger's own ProcRecord) -------------------------------
+
+def zombie(pid: int, since: float, last: float, name: str = "boxlite-shim") -> dict:
+    rec = ProcRecord(pid, 1000.0 + pid, name, 4242, "", first_seen=since, last_seen=last)
+    rec.zombie_since = since
+    return rec.to_json()
+
+
+def test_no_zombies_holds_when_zombies_are_reaped_within_the_grace():
+    v = checks.no_zombies([zombie(11, 2.0, 2.1), zombie(12, 3.0, 3.0)], samples=40)
+    assert v.status == HOLDS, v.summary
+    assert "2 reaped" in v.summary
+
+
+def test_no_zombies_holds_with_no_zombie_at_all():
+    assert checks.no_zombies([], samples=5).status == HOLDS
+
+
+def test_no_zombies_violated_by_a_lasting_zombie():
+    v = checks.no_zombies([zombie(11, 2.0, 2.1), zombie(12, 1.0, 4.5)], samples=40)
+    assert v.status == VIOLATED
+    assert "boxlite-shim[12] under 4242" in v.summary
+    assert [z["pid"] for z in v.evidence["lasting"]] == [12]
+
+
+def test_no_zombies_violated_even_when_some_samples_failed():
+    v = checks.no_zombies([zombie(12, 1.0, 4.5)], samples=40,
+                          sampling_errors=["reading pid 99 failed: AccessDenied"])
+    assert v.status == VIOLATED
+
+
+def test_no_zombies_unknown_without_samples():
+    assert checks.no_zombies([], samples=0).status == UNKNOWN
+
+
+def test_no_zombies_unknown_when_sampling_failed():
+    v = checks.no_zombies([], samples=10, sampling_errors=["listing descendants failed"])
+    assert v.status == UNKNOWN
+    assert "sampling failed" in v.summary
+
+
+# -- nothing_left_running -------------------------------------------------------------------
+
+def proc(pid: int, name: str = "boxlite-shim") -> dict:
+    return ProcRecord(pid, 1000.0 + pid, name, 1, name, 0.0, 1.0).to_json()
+
+
+def test_nothing_left_running_holds():
+    v = checks.nothing_left_running([], observed=3)
+    assert v.status == HOLDS
+    assert "all 3" in v.summary
+
+
+def test_nothing_left_running_violated():
+    v = checks.nothing_left_running([proc(77), proc(78, "libkrun VM")], observed=3)
+    assert v.status == VIOLATED
+    assert "boxlite-shim[77]" in v.summary and "libkrun VM[78]" in v.summary
+
+
+def test_nothing_left_running_unknown_when_nothing_was_observed():
+    assert checks.nothing_left_running([], observed=0).status == UNKNOWN
+
+
+# -- faults_healed (through the real FaultSet) ----------------------------------------------
+
+class FakeFault(Fault):
+    def __init__(self, name: str, heal_raises: bool = False, log: list | None = None) -> None:
+        super().__init__(name, {"pid": 1})
+        self.heal_raises = heal_raises
+        self.log = log if log is not None else []
+
+    def _inject(self) -> None:
+        self.log.append(("inject", self.name))
+
+    def _heal(self) -> None:
+        self.log.append(("heal", self.name))
+        if self.heal_raises:
+            raise OSError("cannot thaw")
+
+
+class FailingInject(FakeFault):
+    def _inject(self) -> None:
+        raise PermissionError("no")
+
+
+def fault_facts(fs: FaultSet) -> list[dict]:
+    # As Chaos.conclude builds them.
+    return [{**f.describe(), "injected": f.injected, "healed": f.healed,
+             "heal_error": f.heal_error} for f in fs.faults]
+
+
+def test_faults_healed_holds_and_heal_all_runs_newest_first(tmp_path):
+    log: list = []
+    h = History(tmp_path / "h.jsonl")
+    fs = FaultSet(h)
+    fs.inject(FakeFault("freeze", log=log))
+    fs.inject(FakeFault("kill", log=log))
+    fs.heal_all()
+    fs.heal_all()                                   # healing twice is a no-op
+    h.close()
+    assert log == [("inject", "freeze"), ("inject", "kill"), ("heal", "kill"), ("heal", "freeze")]
+    v = checks.faults_healed(fault_facts(fs))
+    assert v.status == HOLDS, v.summary
+    kinds = [e["kind"] for e in read_history(tmp_path / "h.jsonl")]
+    assert kinds == ["meta", "fault", "fault", "heal", "heal"]
+
+
+def test_faults_healed_violated_when_not_healed():
+    fs = FaultSet()
+    fs.inject(FakeFault("freeze"))
+    v = checks.faults_healed(fault_facts(fs))
+    assert v.status == VIOLATED
+    assert "1 fault(s) not healed" in v.summary
+
+
+def test_faults_healed_violated_when_heal_raised():
+    fs = FaultSet()
+    fs.inject(FakeFault("freeze", heal_raises=True))
+    fs.heal_all()
+    assert fs.faults[0].heal_error and "cannot thaw" in fs.faults[0].heal_error
+    assert checks.faults_healed(fault_facts(fs)).status == VIOLATED
+
+
+def test_faults_healed_ignores_a_fault_that_was_never_injected():
+    fs = FaultSet()
+    with pytest.raises(PermissionError):
+        fs.inject(FailingInject("kill"))
+    assert checks.faults_healed(fault_facts(fs)).status == HOLDS
+
+
+# -- op_failed_cleanly ----------------------------------------------------------------------
+
+def test_op_failed_cleanly_holds():
+    v = checks.op_failed_cleanly("start", {"type": "BoxliteError", "message": TIMEOUT_REASON},
+                                 host_alive=True)
+    assert v.status == HOLDS
+    assert v.check == "op_failed_cleanly[start]"
+
+
+def test_op_failed_cleanly_violated_when_the_host_died():
+    v = checks.op_failed_cleanly("start", {"type": "X", "message": "m"}, host_alive=False)
+    assert v.status == VIOLATED
+    assert "host died" in v.summary
+
+
+def test_op_failed_cleanly_violated_when_the_op_succeeded():
+    v = checks.op_failed_cleanly("start", None, host_alive=True)
+    assert v.status == VIOLATED
+    assert "succeeded" in v.summary
+
+
+@pytest.mark.parametrize("message", ["", "  ", None])
+def test_op_failed_cleanly_violated_on_an_empty_message(message):
+    v = checks.op_failed_cleanly("start", {"type": "X", "message": message}, host_alive=True)
+    assert v.status == VIOLATED
+
+
+# -- record_final ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("read", [store("failed"), live("stopped"), store(present=False)])
+def test_record_final_holds(read):
+    assert checks.record_final(read).status == HOLDS
+
+
+@pytest.mark.parametrize("status", ["configured", "stopping", "unknown", "running"])
+def test_record_final_violated_on_a_transitional_status(status):
+    v = checks.record_final(live(status))
+    assert v.status == VIOLATED
+    assert "stuck" in v.summary
+
+
+def test_record_final_unknown_when_unreadable():
+    assert checks.record_final(store(error="locked")).status == UNKNOWN
+
+
+# -- the store, read through harness.observe.records ----------------------------------------
+
+def make_store(home: Path, boxes: dict[str, tuple[str, str | None]],
+               configs: tuple[str, ...] | None = None) -> Path:
+    """A store shaped like the runtime's: box_state(id, status, json) and box_config(id)."""
+    db = home / "db" / "boxlite.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(db)
+    con.executescript("CREATE TABLE box_config (id TEXT PRIMARY KEY, json TEXT);"
+                      "CREATE TABLE box_state (id TEXT PRIMARY KEY, status TEXT, json TEXT);"
+                      "CREATE INDEX box_state_status ON box_state(status);")
+    for box, (status, reason) in boxes.items():
+        con.execute("INSERT INTO box_state VALUES (?, ?, ?)",
+                    (box, status, json.dumps({"status": status, "error_reason": reason})))
+    for box in (boxes if configs is None else configs):
+        con.execute("INSERT INTO box_config VALUES (?, '{}')", (box,))
+    con.commit()
+    con.close()
+    return db
+
+
+def corrupt_an_index(db: Path) -> None:
+    """Point the store's index at another table's index: SQLite's integrity_check objects."""
+    con = sqlite3.connect(db)
+    con.executescript("CREATE TABLE other (x TEXT); CREATE INDEX other_x ON other(x);"
+                      "INSERT INTO other VALUES ('zzz');")
+    roots = dict(con.execute("SELECT name, rootpage FROM sqlite_master WHERE type = 'index' "
+                             "AND name IN ('box_state_status', 'other_x')").fetchall())
+    con.execute("PRAGMA writable_schema=ON")
+    con.execute("UPDATE sqlite_master SET rootpage = ? WHERE name = 'box_state_status'",
+                (roots["other_x"],))
+    con.execute("UPDATE sqlite_master SET rootpage = ? WHERE name = 'other_x'",
+                (roots["box_state_status"],))
+    con.commit()
+    con.close()
+
+
+def test_record_checks_through_a_real_store(tmp_path):
+    make_store(tmp_path, {"b1": ("failed", TIMEOUT_REASON), "b2": ("configured", None)})
+    read = read_store(tmp_path, "b1")
+    assert (read.present, read.status, read.reason) == (True, "failed", TIMEOUT_REASON)
+    assert checks.record_failed(read, "timeout").status == HOLDS
+    assert checks.record_failed(read, "shim_exit").status == VIOLATED
+    assert checks.record_failed(read_store(tmp_path, "b2"), "timeout").status == VIOLATED
+    assert checks.record_final(read_store(tmp_path, "b2")).status == VIOLATED
+    missing = read_store(tmp_path, "nope")
+    assert checks.record_failed(missing, "timeout").status == VIOLATED
+    assert checks.record_final(missing).status == HOLDS
+
+
+def test_record_checks_without_a_store_are_unknown(tmp_path):
+    read = read_store(tmp_path, "b1")
+    assert read.error and "no store" in read.error
+    assert checks.record_failed(read, "timeout").status == UNKNOWN
+    assert checks.record_final(read).status == UNKNOWN
+
+
+# -- store_integrity ------------------------------------------------------------------------
+
+def test_store_integrity_holds(tmp_path):
+    make_store(tmp_path, {"b1": ("failed", TIMEOUT_REASON)})
+    v = checks.store_integrity(store_integrity(tmp_path))
+    assert v.status == HOLDS, v.summary
+
+
+def test_store_integrity_violated_by_a_corrupt_index(tmp_path):
+    db = make_store(tmp_path, {"b1": ("failed", TIMEOUT_REASON), "b2": ("stopped", None)})
+    corrupt_an_index(db)
+    result = store_integrity(tmp_path)
+    v = checks.store_integrity(result)
+    assert v.status == VIOLATED, v.summary
+    assert "index" in v.summary
+
+
+def test_store_integrity_unknown_when_the_store_cannot_be_read(tmp_path):
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "boxlite.db").write_bytes(b"this is not a database" * 100)
+    try:
+        result, error = store_integrity(tmp_path), None
+    except sqlite3.DatabaseError as exc:        # as the scenario does
+        result, error = None, repr(exc)
+    v = checks.store_integrity(result, error)
+    assert v.status == UNKNOWN
+    assert checks.store_integrity(None).status == UNKNOWN
+
+
+# -- records_settled ------------------------------------------------------------------------
+
+def test_records_settled_holds(tmp_path):
+    make_store(tmp_path, {"b1": ("failed", TIMEOUT_REASON), "b2": ("configured", None),
+                          "b3": ("stopped", None), "b4": ("running", None)})
+    v = checks.records_settled(store_rows(tmp_path), live_box_ids=["b4"])
+    assert v.status == HOLDS, v.summary
+
+
+@pytest.mark.parametrize("status", ["stopping", "unknown", "running"])
+def test_records_settled_violated_by_a_transitional_record(tmp_path, status):
+    make_store(tmp_path, {"b1": ("failed", TIMEOUT_REASON), "b2": (status, None)})
+    v = checks.records_settled(store_rows(tmp_path))
+    assert v.status == VIOLATED
+    assert f"b2={status}" in v.summary
+
+
+# -- home_consistent ------------------------------------------------------------------------
+
+def test_home_consistent_holds(tmp_path):
+    make_store(tmp_path, {"b1": ("failed", TIMEOUT_REASON), "b2": ("configured", None)})
+    # A configured box never started need not have a directory yet.
+    v = checks.home_consistent(["b1"], store_rows(tmp_path))
+    assert v.status == HOLDS, v.summary
+
+
+def test_home_consistent_violated_by_a_directory_without_record(tmp_path):
+    make_store(tmp_path, {"b1": ("failed", TIMEOUT_REASON)})
+    v = checks.home_consistent(["b1", "ghost"], store_rows(tmp_path))
+    assert v.status == VIOLATED
+    assert v.evidence["dirs_without_record"] == ["ghost"]
+
+
+def test_home_consistent_violated_by_a_started_record_without_directory(tmp_path):
+    make_store(tmp_path, {"b1": ("failed", TIMEOUT_REASON)})
+    v = checks.home_consistent([], store_rows(tmp_path))
+    assert v.status == VIOLATED
+    assert v.evidence["records_without_dir"] == ["b1"]
+
+
+# -- image_cache_usable ---------------------------------------------------------------------
+
+def test_image_cache_usable_holds():
+    assert checks.image_cache_usable("shim_spawned", "shim_spawned").status == HOLDS
+
+
+def test_image_cache_usable_violated():
+    v = checks.image_cache_usable(None, "shim_spawned", "create: ImageError: layer missing")
+    assert v.status == VIOLATED
+    assert "layer missing" in v.summary
+
+
+# -- box_gone -------------------------------------------------------------------------------
+
+def gone_reads() -> list[RecordRead]:
+    return [live(present=False), live(present=False, path="live.list_info"),
+            store(present=False)]
+
+
+def test_box_gone_holds():
+    v = checks.box_gone(gone_reads(), box_dir_exists=False, socket_dir_exists=False,
+                        processes=[])
+    assert v.status == HOLDS, v.summary
+
+
+@pytest.mark.parametrize("what", ["record", "box dir", "socket dir", "process"])
+def test_box_gone_violated_by_anything_left(what):
+    reads = gone_reads()
+    if what == "record":
+        reads[2] = store("failed")
+    v = checks.box_gone(reads, box_dir_exists=what == "box dir",
+                        socket_dir_exists=what == "socket dir",
+                        processes=[proc(99)] if what == "process" else [])
+    assert v.status == VIOLATED
+    assert ("store" if what == "record" else "pid 99" if what == "process" else what) \
+        in v.summary
+
+
+def test_box_gone_unknown_when_a_path_is_unreadable():
+    reads = [*gone_reads()[:2], store(error="locked")]
+    v = checks.box_gone(reads, box_dir_exists=False, socket_dir_exists=False, processes=[])
+    assert v.status == UNKNOWN
+
+
+# -- crashing checks ------------------------------------------------------------------------
+
+def test_a_crashing_check_says_unknown():
+    v = checks.record_failed(None, "timeout")               # type: ignore[arg-type]
+    assert v.status == UNKNOWN
+    assert v.check == "record_failed"
+    assert "AttributeError" in v.evidence["error"]
+    v = checks.record_failed(None, "timeout", check_id="record_failed[mine]")  # type: ignore
+    assert (v.check, v.status) == ("record_failed[mine]", UNKNOWN)
+    # A ledger record that lacks its fields.
+    v = checks.no_zombies([{"pid": 1}], samples=3)
+    assert v.status == UNKNOWN and "KeyError" in v.summary
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_garbage_input_is_unknown_never_holds(name):
+    fn = CHECKS[name]
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.default is inspect.Parameter.empty
+              and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    v = fn(*(object() for _ in params))
+    assert isinstance(v, Verdict)
+    assert v.status == UNKNOWN, (name, v)
+
+
+# -- every check has a violating self-test ---------------------------------------------------
+
+VIOLATING: dict[str, Callable[[], Verdict]] = {
+    "record_failed": lambda: checks.record_failed(store(status="configured"), "timeout"),
+    "read_paths_agree": lambda: checks.read_paths_agree([live("configured"), store()], "live"),
+    "timeout_evidence": lambda: checks.timeout_evidence(None, 100),
+    "no_zombies": lambda: checks.no_zombies([zombie(5, 0.0, 3.0)], samples=30),
+    "nothing_left_running": lambda: checks.nothing_left_running([proc(5)], observed=1),
+    "faults_healed": lambda: checks.faults_healed([{"fault": "f", "injected": True,
+                                                    "healed": False, "heal_error": None}]),
+    "op_failed_cleanly": lambda: checks.op_failed_cleanly("start", None, host_alive=True),
+    "record_final": lambda: checks.record_final(live("configured")),
+    "store_integrity": lambda: checks.store_integrity("row 1 missing from index box_state_status"),
+    "records_settled": lambda: checks.records_settled([{"id": "b", "status": "stopping"}]),
+    "home_consistent": lambda: checks.home_consistent(["ghost"], []),
+    "image_cache_usable": lambda: checks.image_cache_usable(None, "shim_spawned", "boom"),
+    "box_gone": lambda: checks.box_gone([store("failed")], False, False, []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIOLATING))
+def test_violating_case(name):
+    v = VIOLATING[name]()
+    assert v.status == VIOLATED, v
+    assert v.check.split("[")[0] == name
+
+
+def test_every_registered_check_has_a_violating_self_test():
+    missing = set(CHECKS) - set(VIOLATING)
+    assert not missing, f"checks without a violating self-test: {sorted(missing)}"
+    for name, fn in CHECKS.items():
+        assert fn.check_name == name

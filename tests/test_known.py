@@ -1,0 +1,182 @@
+"""The known-failures table: how a verdict becomes an outcome on an affected version."""
+
+from __future__ import annotations
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
+from harness.errors import SetupError
+from harness.known import (
+    DEFAULT_TABLE,
+    FAIL,
+    FAILING,
+    FIXED,
+    KNOWN,
+    PASS,
+    KnownFailure,
+    judge,
+    load_table,
+)
+
+SCENARIO = "scenarios/init/test_guest_hang.py::test_guest_hang_at_boot_fails_the_box_with_a_timeout"
+
+
+def kf(check: str = "record_failed*", versions: str = "==0.10.8", scenarios: str = "*",
+       id: str = "bug-1") -> KnownFailure:
+    return KnownFailure(id, check, SpecifierSet(versions), scenarios, "why", "seen")
+
+
+def v(status: str, check: str = "record_failed_live") -> Verdict:
+    return Verdict(check, status, {}, "summary")
+
+
+def test_violated_and_known_is_known():
+    j = judge(v(VIOLATED), "0.10.8", SCENARIO, [kf()])
+    assert j.outcome == KNOWN and j.outcome not in FAILING
+    assert j.known is not None and j.to_json()["known_failure"] == "bug-1"
+    assert j.to_json()["status"] == VIOLATED
+
+
+def test_holds_and_known_is_fixed_and_fails():
+    j = judge(v(HOLDS), "0.10.8", SCENARIO, [kf()])
+    assert j.outcome == FIXED and FIXED in FAILING
+
+
+def test_unknown_fails_known_or_not():
+    assert judge(v(UNKNOWN), "0.10.8", SCENARIO, [kf()]).outcome == FAIL
+    assert judge(v(UNKNOWN), "0.10.8", SCENARIO, []).outcome == FAIL
+
+
+def test_not_known():
+    assert judge(v(HOLDS), "0.10.8", SCENARIO, []).outcome == PASS
+    j = judge(v(VIOLATED), "0.10.8", SCENARIO, [])
+    assert j.outcome == FAIL and j.known is None
+    assert j.to_json()["known_failure"] is None
+
+
+def test_a_status_that_is_not_a_verdict_fails():
+    assert judge(v("maybe"), "0.10.8", SCENARIO, [kf()]).outcome == FAIL
+
+
+@pytest.mark.parametrize("versions, version, applies", [
+    ("==0.10.8", "0.10.8", True),
+    ("==0.10.8", "0.10.9", False),
+    (">=0.10.5,<0.11", "0.10.8", True),
+    (">=0.10.5,<0.11", "0.11.0", False),
+    (">=0.10.5,<0.11", "0.10.4", False),
+    ("<0.10.8", "0.10.8", False),
+    ("", "9.9.9", True),                    # an empty range is every version
+])
+def test_version_ranges(versions, version, applies):
+    outcome = judge(v(VIOLATED), version, SCENARIO, [kf(versions=versions)]).outcome
+    assert outcome == (KNOWN if applies else FAIL)
+
+
+@pytest.mark.parametrize("check_pattern, scenarios, applies", [
+    ("record_failed*", "*", True),
+    ("record_failed_live", "*", True),
+    ("record_failed_store", "*", False),
+    ("record_*_live", "*", True),
+    ("record_failed*", "scenarios/init/*", True),
+    ("record_failed*", "*guest_hang*", True),
+    ("record_failed*", "*shim_crash*", False),
+    ("RECORD_FAILED*", "*", False),         # case matters
+    ("record_failed_liv?", "*", False),     # only * is a wildcard
+])
+def test_patterns(check_pattern, scenarios, applies):
+    table = [kf(check=check_pattern, scenarios=scenarios)]
+    outcome = judge(v(VIOLATED), "0.10.8", SCENARIO, table).outcome
+    assert outcome == (KNOWN if applies else FAIL)
+
+
+def test_the_first_matching_entry_is_named():
+    table = [kf(check="other*", id="a"), kf(id="b"), kf(id="c")]
+    assert judge(v(VIOLATED), "0.10.8", SCENARIO, table).known.id == "b"
+
+
+def test_the_real_table_loads():
+    table = load_table()
+    assert DEFAULT_TABLE.name == "known_failures.toml"
+    ids = {k.id for k in table}
+    assert "live-get-info-stale-after-init-failure" in ids
+    for k in table:
+        assert k.reason.strip() and k.evidence.strip()
+        assert k.versions.contains("0.10.8")
+
+
+@pytest.mark.parametrize("check_id", ["record_failed[live.get_info]", "read_paths_agree[live]",
+                                      "record_failed[after_shutdown.get_info]"])
+def test_the_real_table_applies_to_the_checks_it_names(check_id):
+    # Check ids carry brackets: the table's patterns must match them literally.
+    j = judge(v(VIOLATED, check_id), "0.10.8", SCENARIO + "[exit]", load_table())
+    assert j.outcome == KNOWN, j.to_json()
+
+
+def test_a_scenario_scoped_entry_applies_only_to_its_scenario():
+    table = load_table()
+    check_id = "record_failed[store]"
+    crash = "scenarios/init/test_shim_crash.py::test_shim_crash[at_spawn]"
+    assert judge(v(VIOLATED, check_id), "0.10.8", crash, table).outcome == KNOWN
+    assert judge(v(VIOLATED, check_id), "0.10.8", SCENARIO, table).outcome == FAIL
+
+
+@pytest.mark.parametrize("pattern, check_id, applies", [
+    ("record_failed[live.get_info]", "record_failed[live.get_info]", True),
+    ("record_failed[live.get_info]", "record_failedl", False),       # not a character class
+    ("read_paths_agree[live*]", "read_paths_agree[live]", True),
+    ("read_paths_agree[live*]", "read_paths_agree[after_exit]", False),
+    ("record_failed[*after_shutdown*]", "record_failed[store.after_shutdown]", True),
+    ("record_failed[store*]", "record_failed[store.after_exit]", True),
+    ("record_failed[store*]", "record_failed[live.get_info]", False),
+    ("a.c", "abc", False),                                          # dots are literal
+])
+def test_brackets_and_dots_match_literally(pattern, check_id, applies):
+    outcome = judge(v(VIOLATED, check_id), "0.10.8", SCENARIO, [kf(check=pattern)]).outcome
+    assert outcome == (KNOWN if applies else FAIL)
+
+
+def test_the_real_table_does_not_apply_elsewhere():
+    table = load_table()
+    assert judge(v(VIOLATED, "record_final[store]"), "0.10.8", SCENARIO, table).outcome == FAIL
+    assert judge(v(VIOLATED, "record_failed[live.get_info]"), "0.10.7", SCENARIO,
+                 table).outcome == FAIL
+
+
+GOOD_ENTRY = '''
+[[failure]]
+id = "x"
+check = "record_failed*"
+versions = "==1.0.0"
+reason = "r"
+evidence = "e"
+'''
+
+
+def test_a_minimal_table_loads(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text(GOOD_ENTRY)
+    (k,) = load_table(path)
+    assert (k.id, k.scenarios, k.upstream) == ("x", "*", "")
+    assert load_table(tmp_path / "t.toml")[0].applies("record_failed[a]", "1.0.0", "any")
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# nothing known\n")
+    assert load_table(empty) == []
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[[failure]\nid = 1", "known-failures table"),                         # not TOML
+    (GOOD_ENTRY.replace('reason = "r"\n', ""), "entry 1 is malformed"),    # missing field
+    (GOOD_ENTRY + GOOD_ENTRY.replace('"==1.0.0"', '"banana"'), "entry 2 is malformed"),
+])
+def test_a_malformed_table_is_a_setup_error(tmp_path, text, match):
+    path = tmp_path / "t.toml"
+    path.write_text(text)
+    with pytest.raises(SetupError, match=match) as exc:
+        load_table(path)
+    assert str(path) in str(exc.value)
+
+
+def test_a_missing_table_is_a_setup_error(tmp_path):
+    with pytest.raises(SetupError, match="known-failures table"):
+        load_table(tmp_path / "absent.toml")

@@ -1,0 +1,293 @@
+"""The process ledger against real child processes: zombies, leftovers, unreadable probes,
+and pid reuse. Every verdict comes from the real checks fed the ledger's own records."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from harness import checks
+from harness.checks import HOLDS, UNKNOWN, VIOLATED
+from harness.observe.processes import ProcessLedger, ProcRecord, classify
+from harness.wait import wait_for
+
+INTERVAL = 0.05
+
+
+def sample_for(ledger: ProcessLedger, seconds: float) -> None:
+    """Drive the ledger's own sample() at its interval, in this thread."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ledger.sample()
+        time.sleep(ledger.interval_s)
+
+
+def zombie_verdict(ledger: ProcessLedger) -> checks.Verdict:
+    # Exactly as Chaos.conclude feeds the check.
+    return checks.no_zombies([r.to_json() for r in ledger.zombie_records()],
+                             len(ledger.samples), sampling_errors=ledger.errors)
+
+
+@contextlib.contextmanager
+def running(ledger: ProcessLedger) -> Iterator[ProcessLedger]:
+    ledger.start()
+    try:
+        yield ledger
+    finally:
+        ledger.stop()
+
+
+def test_a_leaked_zombie_is_a_violation():
+    ledger = ProcessLedger(interval_s=INTERVAL)
+    ledger.snapshot_baseline()
+    child = subprocess.Popen(["true"])
+    # Registered before the first sample, so the ledger treats it as ours and does not reap it.
+    ledger.own_children.add(child.pid)
+    try:
+        sample_for(ledger, 1.6)                 # the child exits at once and is not waited for
+        recs = ledger.zombie_records()
+        assert [r.pid for r in recs] == [child.pid]
+        assert psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE
+        v = zombie_verdict(ledger)
+        assert v.status == VIOLATED, v.summary
+        assert f"[{child.pid}] under {os.getpid()}" in v.summary
+        assert any(s.zombies and s.zombies[0]["pid"] == child.pid for s in ledger.samples)
+    finally:
+        assert child.wait(timeout=5) == 0       # reaped by us, with its real exit status
+    ledger.sample()
+    assert ledger.zombie_records()[0].gone_at is not None
+
+
+def test_a_zombie_leaked_by_a_descendant_is_a_violation_while_the_thread_samples():
+    # The realistic case: a grandchild whose parent (not us) never waits for it. The
+    # parent reaps it once its stdin closes.
+    code = ("import os, sys\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os._exit(0)\n"
+            "print(pid, flush=True)\n"
+            "sys.stdin.read()\n"
+            "os.waitpid(pid, 0)\n")
+    ledger = ProcessLedger(interval_s=INTERVAL)
+    with running(ledger):
+        parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        ledger.own_children.add(parent.pid)
+        try:
+            gpid = int(parent.stdout.readline())
+            # list(): a snapshot, since the sampling thread adds records meanwhile.
+            wait_for(lambda: any(r.pid == gpid and r.zombie_since is not None
+                                 and r.last_seen - r.zombie_since >= 1.2
+                                 for r in list(ledger.records.values())), 5, "a lasting zombie")
+        finally:
+            parent.stdin.close()
+            assert parent.wait(timeout=5) == 0
+    v = zombie_verdict(ledger)
+    assert v.status == VIOLATED, v.summary
+    assert [z["pid"] for z in v.evidence["lasting"]] == [gpid]
+    assert v.evidence["lasting"][0]["ppid"] == parent.pid
+
+
+def test_an_adopted_orphan_is_reaped_within_the_grace():
+    # A process under us that we do not wait on is an orphan the subreaper adopted: the
+    # ledger reaps it, so it never lasts as a zombie.
+    ledger = ProcessLedger(interval_s=INTERVAL)
+    with running(ledger):
+        child = subprocess.Popen(["sleep", "0.3"])
+        wait_for(lambda: any(r.pid == child.pid and r.gone_at is not None
+                             for r in list(ledger.records.values())), 5,
+                 "the orphan to be reaped")
+    rec = next(r for r in ledger.records.values() if r.pid == child.pid)
+    assert rec.adopted
+    v = zombie_verdict(ledger)
+    assert v.status == HOLDS, v.summary
+    child.wait(timeout=5)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "harness bug: a direct child of the harness that exits before the ledger first sees it "
+    "(e.g. a runtime host that crashes on start, before HostFactory.start returns and "
+    "own_children.add runs) has an unreadable cmdline, is classified 'other', judged "
+    "'adopted', and reaped by the ledger: Popen then reports exit status 0"))
+def test_the_ledger_does_not_steal_the_exit_status_of_a_dying_host():
+    ledger = ProcessLedger(interval_s=INTERVAL)
+    ledger.snapshot_baseline()
+    host = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)", "host_main.py"])
+    wait_for(lambda: psutil.Process(host.pid).status() == psutil.STATUS_ZOMBIE, 5,
+             "the host to exit")
+    ledger.sample()                     # first sight: already a zombie
+    assert host.wait(timeout=5) == 3
+
+
+def test_a_leaked_process_is_left_running_and_killed_by_identity():
+    ledger = ProcessLedger(interval_s=INTERVAL)
+    with running(ledger):
+        leak = subprocess.Popen(["sleep", "60"])
+        try:
+            create_time = psutil.Process(leak.pid).create_time()
+            wait_for(lambda: (leak.pid, create_time) in ledger.records, 5, "the ledger to see it")
+        except BaseException:
+            leak.kill()
+            leak.wait()
+            raise
+    try:
+        left = ledger.leftovers()
+        assert [(r.pid, r.create_time) for r in left] == [(leak.pid, create_time)]
+        v = checks.nothing_left_running([r.to_json() for r in left], len(ledger.records))
+        assert v.status == VIOLATED, v.summary
+        assert f"sleep[{leak.pid}]" in v.summary
+
+        killed = ledger.kill_leftovers()
+        assert [(k["pid"], k["create_time"], k["killed"]) for k in killed] == \
+            [(leak.pid, create_time, True)]
+        assert "unkillable" not in killed[0]
+        assert not psutil.pid_exists(leak.pid) or \
+            psutil.Process(leak.pid).create_time() != create_time or \
+            psutil.Process(leak.pid).status() == psutil.STATUS_ZOMBIE
+        assert ledger.leftovers() == []
+        v = checks.nothing_left_running([r.to_json() for r in ledger.leftovers()],
+                                        len(ledger.records))
+        assert v.status == HOLDS
+    finally:
+        if leak.poll() is None:
+            leak.kill()
+        leak.wait(timeout=5)
+
+
+def test_kill_leftovers_leaves_our_own_children_for_us_to_reap():
+    ledger = ProcessLedger(interval_s=INTERVAL)
+    ledger.snapshot_baseline()
+    mine = subprocess.Popen(["sleep", "60"])
+    ledger.own_children.add(mine.pid)
+    try:
+        ledger.sample()
+        killed = ledger.kill_leftovers(wait_s=5)
+        assert [k["pid"] for k in killed] == [mine.pid]
+    finally:
+        if mine.poll() is None:
+            mine.kill()
+    assert mine.wait(timeout=5) == -signal.SIGKILL     # exit status not stolen
+
+
+def test_a_frozen_leftover_is_still_killed():
+    ledger = ProcessLedger(interval_s=INTERVAL)
+    ledger.snapshot_baseline()
+    frozen = subprocess.Popen(["sleep", "60"])
+    ledger.own_children.add(frozen.pid)
+    try:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        ledger.sample()
+        assert ledger.kinds("other")[0].pid == frozen.pid
+        killed = ledger.kill_leftovers(wait_s=5)
+        assert [k["pid"] for k in killed] == [frozen.pid]
+        assert frozen.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        if frozen.poll() is None:
+            frozen.kill()
+            frozen.wait()
+
+
+# -- probes that cannot read ----------------------------------------------------------------
+
+def test_a_probe_that_cannot_list_makes_no_zombies_unknown():
+    def denied():
+        raise psutil.AccessDenied(pid=os.getpid(), name="pytest")
+
+    ledger = ProcessLedger(interval_s=INTERVAL, list_procs=denied)
+    for _ in range(3):
+        ledger.sample()
+    assert len(ledger.samples) == 3
+    assert len(ledger.errors) == 3 and "AccessDenied" in ledger.errors[0]
+    v = zombie_verdict(ledger)
+    assert v.status == UNKNOWN, v.summary
+    assert "sampling failed" in v.summary
+
+
+class UnreadableProcess:
+    """A listed process whose details cannot be read (as psutil raises for another user's)."""
+
+    pid = 1
+
+    def oneshot(self):
+        return contextlib.nullcontext()
+
+    def create_time(self) -> float:
+        raise psutil.AccessDenied(pid=self.pid)
+
+
+def test_a_probe_that_cannot_read_a_process_makes_no_zombies_unknown():
+    ledger = ProcessLedger(interval_s=INTERVAL, list_procs=lambda: [UnreadableProcess()])
+    ledger.sample()
+    assert ledger.errors and "reading pid 1 failed" in ledger.errors[0]
+    assert zombie_verdict(ledger).status == UNKNOWN
+
+
+def test_a_ledger_without_samples_judges_nothing():
+    ledger = ProcessLedger(interval_s=INTERVAL)
+    assert zombie_verdict(ledger).status == UNKNOWN
+    v = checks.nothing_left_running([r.to_json() for r in ledger.leftovers()],
+                                    len(ledger.kinds("shim", "vm", "bwrap", "host")))
+    assert v.status == UNKNOWN
+
+
+# -- pid reuse ------------------------------------------------------------------------------
+
+def test_a_recycled_pid_is_neither_alive_nor_killed():
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        real = psutil.Process(other.pid).create_time()
+        ledger = ProcessLedger(interval_s=INTERVAL)
+        # What the ledger recorded for an earlier process that had this pid.
+        old = ProcRecord(other.pid, real - 1000.0, "boxlite-shim", os.getpid(),
+                         "/x/boxes/b/bin/boxlite-shim", 0.0, 1.0)
+        ledger.records[old.key] = old
+        assert not ledger.alive(old)
+        assert ledger.leftovers() == []
+        assert ledger.kill_leftovers(wait_s=1) == []
+        time.sleep(0.1)
+        assert other.poll() is None, "a recycled pid was killed"
+        assert psutil.Process(other.pid).create_time() == real
+        # The record with the right identity is alive.
+        same = ProcRecord(other.pid, real, "sleep", os.getpid(), "sleep 60", 0.0, 1.0)
+        assert ledger.alive(same)
+    finally:
+        other.kill()
+        other.wait(timeout=5)
+
+
+def test_a_gone_pid_is_not_alive():
+    p = subprocess.Popen(["true"])
+    ct = psutil.Process(p.pid).create_time()
+    p.wait()
+    ledger = ProcessLedger()
+    assert not ledger.alive(ProcRecord(p.pid, ct, "true", 1, "true", 0.0, 0.0))
+
+
+# -- classification and the subreaper --------------------------------------------------------
+
+@pytest.mark.parametrize("name, cmd, kind", [
+    ("boxlite-shim", "", "shim"),
+    ("bwrap", "bwrap --die-with-parent /x/boxes/b/bin/boxlite-shim", "shim"),
+    ("libkrun VM", "", "vm"),
+    ("bwrap", "bwrap --unshare-all", "bwrap"),
+    ("python3", "/venv/bin/python /h/harness/runtime/host_main.py --home /x", "host"),
+    ("sleep", "sleep 60", "other"),
+])
+def test_classify(name, cmd, kind):
+    assert classify(name, cmd) == kind
+
+
+def test_become_subreaper_in_a_child_process():
+    code = ("from harness.observe.processes import become_subreaper, is_subreaper\n"
+            "print(is_subreaper(), become_subreaper(), is_subreaper())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True).stdout.split()
+    assert out == ["False", "True", "True"]
