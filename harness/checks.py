@@ -275,3 +275,42 @@ def box_gone(reads: Sequence[RecordRead], box_dir_exists: bool, socket_dir_exist
     if unreadable:
         return Verdict("box_gone", UNKNOWN, ev, f"could not read {unreadable}")
     return Verdict("box_gone", HOLDS, ev, "no record, directory, socket folder or process left")
+
+
+@check("acked_records_durable")
+def acked_records_durable(acked: Sequence[int], found: Sequence[str]) -> Verdict:
+    """Every record the guest acknowledged (written and synced) is on the disk, intact.
+
+    Records are lines 'rec N'; ones written but not acknowledged may or may not be there
+    (indeterminate, not a failure)."""
+    present = {}
+    corrupt = []
+    for line in found:
+        m = re.fullmatch(r"rec (\d+)", line.strip())
+        if m:
+            present[int(m.group(1))] = True
+        elif line.strip():
+            corrupt.append(line[:80])
+    missing = [n for n in acked if n not in present]
+    ev = {"acked": len(acked), "max_acked": max(acked, default=0), "found": len(present),
+          "missing": missing[:20], "corrupt_lines": corrupt[:20],
+          "indeterminate": sorted(set(present) - set(acked))[:20]}
+    if not acked:
+        return Verdict("acked_records_durable", UNKNOWN, ev, "the guest acknowledged nothing")
+    if missing or corrupt:
+        return Verdict("acked_records_durable", VIOLATED, ev,
+                       f"{len(missing)} acknowledged record(s) missing, {len(corrupt)} corrupt")
+    return Verdict("acked_records_durable", HOLDS, ev,
+                   f"all {len(acked)} acknowledged records intact")
+
+
+@check("within_bound")
+def within_bound(what: str, elapsed_s: float | None, bound_s: float) -> Verdict:
+    """An operation or exit completed within its bound (None: it never completed)."""
+    cid = f"within_bound[{what}]"
+    ev = {"elapsed_s": elapsed_s, "bound_s": bound_s}
+    if elapsed_s is None:
+        return Verdict(cid, VIOLATED, ev, f"{what} never completed")
+    if elapsed_s > bound_s:
+        return Verdict(cid, VIOLATED, ev, f"{what} took {elapsed_s:.1f}s > {bound_s:.0f}s")
+    return Verdict(cid, HOLDS, ev, f"{what} took {elapsed_s:.1f}s (bound {bound_s:.0f}s)")

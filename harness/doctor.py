@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.image import busybox_image
+from harness.observe.logs import shim_stderr
 from harness.paths import cache_root, locked
 from harness.runtime.host import BARE, HostFactory, RuntimeOpError
 from harness.runtime.spec import RuntimeEnv, ensure_runtime
@@ -104,8 +105,10 @@ def _boot_once(env: RuntimeEnv) -> tuple[bool, str]:
             try:
                 host.call("start", timeout_s=BOOT_PROBE_TIMEOUT_S, box_id=box)
             except RuntimeOpError as exc:
+                stderr = shim_stderr(host.home, box).strip().splitlines()
+                tail = f"; shim stderr ends: {stderr[-1][:200]}" if stderr else ""
                 return False, (f"a micro-VM does not boot here: {exc.type}: {exc.message} "
-                               f"(after {time.monotonic() - t0:.1f}s)")
+                               f"(after {time.monotonic() - t0:.1f}s){tail}")
             booted_s = time.monotonic() - t0
             try:
                 out = host.call("exec", timeout_s=60, box_id=box, cmd="echo", args=["booted"],

@@ -19,7 +19,8 @@ from pathlib import Path
 from harness.errors import SetupError
 from harness.paths import cache_root, locked
 
-BUSYBOX = Path("/bin/busybox")
+# Overridable for machines without Debian's busybox-static (a carried binary).
+BUSYBOX = Path(os.environ.get("BOXLITE_CHAOS_BUSYBOX", "/bin/busybox"))
 # Bumped when the recipe changes, so a cached image from an older recipe is not reused.
 RECIPE_VERSION = 1
 APPLETS = ("sh", "sleep", "cat", "echo", "sync", "dd", "ls", "mkdir", "true", "false", "seq",

@@ -101,8 +101,10 @@ def _tier(item: pytest.Item) -> str | None:
     return m.args[0] if m else None
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    tier = _tier(item)
+@pytest.fixture(autouse=True)
+def tier_gate(request: pytest.FixtureRequest) -> None:
+    """Skip a scenario whose tier this machine cannot run, with doctor's exact reason."""
+    tier = _tier(request.node)
     if tier is None:
         return
     if tier == "init":
@@ -110,8 +112,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if not ok:
             pytest.skip(f"init tier: {why}")
         return
-    report: DoctorReport = item._request.getfixturevalue("doctor")  # type: ignore[attr-defined]
-    why = report.reason(tier)
+    why = request.getfixturevalue("doctor").reason(tier)
     if why is not None:
         pytest.skip(f"{tier} tier: {why}")
 

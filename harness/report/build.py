@@ -1,14 +1,30 @@
-"""Build a run's report from its results: summary.json for machines, report.html for people."""
+"""Build a run's report from its folder: summary.json for machines, report.html for people.
+
+The HTML is one self-contained file (inline CSS, timelines as inline PNGs) that opens offline;
+links to histories and artifacts are relative, so the run folder can be moved or archived
+whole. A scenario whose history is corrupt, or whose harness died before writing a result,
+still gets its row: the report says what is missing instead of failing to build.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from harness.known import FAILING
+from harness.errors import HarnessError
+from harness.history import read_history
+from harness.known import FAILING, FIXED, KNOWN, KnownFailure, load_table
+from harness.report.plots import timeline_png, trend_pngs
+from harness.report.timeline import Timeline, build_timeline
+
+MAX_ARTIFACT_LINKS = 200
 
 
 def load_results(run: Path) -> list[dict[str, Any]]:
@@ -27,21 +43,189 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         rows.append({"scenario": r["nodeid"], "runtime": r["runtime"],
                      "outcome": r["outcome"], "wall_s": r["duration_s"], "verdicts": counts,
                      "failing": [j["check"] for j in r["judgements"] if j["outcome"] in FAILING],
-                     "known": [j["check"] for j in r["judgements"] if j["outcome"] == "known"]})
+                     "known": [j["check"] for j in r["judgements"] if j["outcome"] == KNOWN]})
     return {"scenarios": rows,
             "passed": sum(r["outcome"] == "passed" for r in rows),
             "failed": sum(r["outcome"] == "failed" for r in rows),
             "known_failures_seen": sorted({k for r in rows for k in r["known"]})}
 
 
+# -- scenarios ------------------------------------------------------------------------------
+
+@dataclass
+class ScenarioView:
+    """What the report shows of one scenario: its result (if any), timeline and files."""
+
+    nodeid: str
+    runtime: str
+    outcome: str                        # passed | failed | skipped | incomplete
+    wall_s: float | None
+    judgements: list[dict[str, Any]]
+    anchor: str
+    timeline: str | None = None         # data URI of the timeline PNG
+    timeline_error: str | None = None
+    files: list[tuple[str, str]] = field(default_factory=list)       # (href, label)
+    artifacts: list[tuple[str, str]] = field(default_factory=list)
+    artifacts_left_out: int = 0
+    faults: list[str] = field(default_factory=list)
+
+
+def _href(run: Path, path: Path) -> str:
+    return quote(Path(os.path.relpath(path, run)).as_posix())
+
+
+def _workdir(run: Path, recorded: str | None) -> Path | None:
+    if not recorded:
+        return None
+    path = Path(recorded)
+    # A moved or archived run folder: the scenario folders keep their names.
+    return path if path.is_dir() else run / "scenarios" / path.name
+
+
+def _anchor(nodeid: str, runtime: str) -> str:
+    return "s-" + re.sub(r"[^A-Za-z0-9_-]+", "-", f"{nodeid}-{runtime}").strip("-")
+
+
+def _read_samples(workdir: Path) -> list[dict[str, Any]] | None:
+    try:
+        return json.loads((workdir / "verdicts.json").read_text()).get("samples")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _draw(view: ScenarioView, workdir: Path) -> Timeline | None:
+    try:
+        tl = build_timeline(read_history(workdir / "history.jsonl"))
+    except HarnessError as exc:
+        view.timeline_error = str(exc)
+        return None
+    try:
+        view.timeline = timeline_png(tl, _read_samples(workdir))
+    except Exception as exc:  # noqa: BLE001 - one undrawable timeline must not cost the report
+        view.timeline_error = f"the timeline could not be drawn: {exc!r}"
+    view.faults = [f"{f.name} at {f.start:.2f}s" + (f", healed at {f.end:.2f}s"
+                   if f.end is not None and not f.instant else "") for f in tl.faults]
+    return tl
+
+
+def _link_files(run: Path, view: ScenarioView, workdir: Path) -> None:
+    for name in ("history.jsonl", "verdicts.json"):
+        if (workdir / name).is_file():
+            view.files.append((_href(run, workdir / name), name))
+    for stderr in sorted((workdir / "hosts").glob("*.stderr")):
+        view.files.append((_href(run, stderr), f"hosts/{stderr.name}"))
+    arts = sorted(p for p in (workdir / "artifacts").rglob("*") if p.is_file())
+    view.artifacts = [(_href(run, p), p.relative_to(workdir / "artifacts").as_posix())
+                      for p in arts[:MAX_ARTIFACT_LINKS]]
+    view.artifacts_left_out = max(0, len(arts) - MAX_ARTIFACT_LINKS)
+
+
+def scenario_views(run: Path, results: list[dict[str, Any]]) -> list[ScenarioView]:
+    """One view per result, plus one per scenario folder whose harness left no result."""
+    views, seen = [], set()
+    for r in sorted(results, key=lambda r: (r["nodeid"], r["runtime"])):
+        view = ScenarioView(r["nodeid"], r["runtime"], r["outcome"], r.get("duration_s"),
+                            r.get("judgements", []), _anchor(r["nodeid"], r["runtime"]))
+        workdir = _workdir(run, r.get("workdir"))
+        if workdir is not None and workdir.is_dir():
+            seen.add(workdir.resolve())
+            _draw(view, workdir)
+            _link_files(run, view, workdir)
+        else:
+            view.timeline_error = f"the scenario folder {r.get('workdir')} is missing"
+        views.append(view)
+    for history in sorted(run.glob("scenarios/*/history.jsonl")):
+        workdir = history.parent
+        if workdir.resolve() in seen:
+            continue
+        view = ScenarioView(workdir.name, "?", "incomplete", None, [], _anchor(workdir.name, ""))
+        tl = _draw(view, workdir)
+        if tl is not None:
+            view.nodeid = tl.meta.get("scenario", workdir.name)
+            view.runtime = tl.meta.get("runtime", "?")
+            view.wall_s = tl.end
+            view.judgements = [{k: v for k, v in e.items() if k not in ("t", "kind")}
+                               for e in tl.verdicts]
+        _link_files(run, view, workdir)
+        views.append(view)
+    return views
+
+
+# -- known failures, rip-out matrix, soak -----------------------------------------------------
+
+def known_seen(results: list[dict[str, Any]], table: list[KnownFailure]) -> list[dict[str, Any]]:
+    """Each known-failures entry that matched a verdict in this run, with where it matched."""
+    by_id = {k.id: k for k in table}
+    seen: dict[str, dict[str, Any]] = {}
+    for r in results:
+        for j in r.get("judgements", []):
+            kid = j.get("known_failure")
+            if not kid or j.get("outcome") not in (KNOWN, FIXED):
+                continue
+            entry = by_id.get(kid)
+            row = seen.setdefault(kid, {
+                "id": kid, "check": entry.check if entry else "?",
+                "versions": str(entry.versions) if entry else "?",
+                "reason": entry.reason if entry else "(no longer in the known-failures table)",
+                "upstream": entry.upstream if entry else "", "hits": []})
+            row["hits"].append({"scenario": r["nodeid"], "runtime": r["runtime"],
+                                "check": j["check"], "outcome": j["outcome"],
+                                "anchor": _anchor(r["nodeid"], r["runtime"])})
+    return sorted(seen.values(), key=lambda row: row["id"])
+
+
+def _optional_json(run: Path, name: str) -> tuple[Any, str | None]:
+    path = run / name
+    if not path.is_file():
+        return None, None
+    try:
+        return json.loads(path.read_text()), None
+    except (OSError, ValueError) as exc:
+        return None, f"{name} could not be read: {exc}"
+
+
+RIPOUT_FIELDS = ("fix", "runtime", "side", "verdict", "evidence")
+
+
+def ripout_rows(data: Any) -> list[dict[str, Any]]:
+    """ripout.json: a list of {fix, runtime, side, verdict, evidence} (or {"rows": [...]})."""
+    rows = data.get("rows", []) if isinstance(data, dict) else data or []
+    return [{k: row.get(k, "") for k in RIPOUT_FIELDS} for row in rows if isinstance(row, dict)]
+
+
+def soak_view(data: Any) -> dict[str, Any]:
+    """soak.json: {"samples": [{"t"|"step"|"iteration": x, metric: number, ...}], any other
+    top-level fields (seed, schedule, ...)}; a bare list is taken as the samples."""
+    if isinstance(data, list):
+        data = {"samples": data}
+    samples = [s for s in data.get("samples", []) if isinstance(s, dict)]
+    return {"plots": trend_pngs(samples), "samples": len(samples),
+            "fields": {k: v for k, v in data.items() if k != "samples"}}
+
+
+# -- the report -----------------------------------------------------------------------------
+
 def build_report(run: Path) -> Path:
     results = load_results(run)
     summary = summarize(results)
+    views = scenario_views(run, results)
+    summary["incomplete"] = [v.nodeid for v in views if v.outcome == "incomplete"]
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
+
+    table_error = None
+    try:
+        table = load_table()
+    except HarnessError as exc:
+        table, table_error = [], str(exc)
+    ripout, ripout_error = _optional_json(run, "ripout.json")
+    soak, soak_error = _optional_json(run, "soak.json")
     env = Environment(loader=PackageLoader("harness.report", "templates"),
-                      autoescape=select_autoescape())
-    html = env.get_template("report.html.j2").render(summary=summary, results=results,
-                                                     run=run.name)
+                      autoescape=select_autoescape(default_for_string=True, default=True))
+    html = env.get_template("report.html.j2").render(
+        run=run.name, summary=summary, views=views,
+        known=known_seen(results, table), table_error=table_error,
+        ripout=ripout_rows(ripout) if ripout is not None else None, ripout_error=ripout_error,
+        soak=soak_view(soak) if soak is not None else None, soak_error=soak_error)
     out = run / "report.html"
     out.write_text(html)
     return out

@@ -116,7 +116,9 @@ class Host:
         return None
 
     async def op_exec(self, box_id: str, cmd: str, args: list[str] | None = None,
-                      exec_timeout_s: float | None = None):
+                      exec_timeout_s: float | None = None, stream_as: str | None = None):
+        """Run a command in the box; with `stream_as`, each stdout chunk is also emitted at
+        once as an event (so acknowledgements survive the host being killed mid-command)."""
         box = await self._box(box_id)
         execution = await box.exec(cmd, args or [])
         stdout, stderr = [], []
@@ -124,7 +126,10 @@ class Host:
         async def drain():
             out = execution.stdout()
             async for chunk in out:
-                stdout.append(chunk if isinstance(chunk, str) else chunk.decode(errors="replace"))
+                text = chunk if isinstance(chunk, str) else chunk.decode(errors="replace")
+                stdout.append(text)
+                if stream_as:
+                    emit({"event": "exec_out", "stream": stream_as, "chunk": text})
             return await execution.wait()
 
         result = (await asyncio.wait_for(drain(), exec_timeout_s) if exec_timeout_s
