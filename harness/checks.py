@@ -17,6 +17,8 @@ from harness.observe.logs import EVIDENCE_FIELDS
 from harness.observe.records import FINAL, RecordRead
 
 HOLDS, VIOLATED, UNKNOWN = "holds", "violated", "unknown"
+# How long a zombie may last before it counts as leaked (see no_zombies).
+ZOMBIE_GRACE_S = 5.0
 
 
 @dataclass
@@ -127,19 +129,22 @@ def timeout_evidence(evidence: dict[str, str] | None, log_bytes: int) -> Verdict
 
 
 @check("no_zombies")
-def no_zombies(zombies: Iterable[dict[str, Any]], samples: int, grace_s: float = 1.0,
+def no_zombies(zombies: Iterable[dict[str, Any]], samples: int, grace_s: float = ZOMBIE_GRACE_S,
                sampling_errors: Sequence[str] = ()) -> Verdict:
     """No process stayed <defunct> longer than `grace_s` at any sample.
 
-    `zombies` are ledger records with `zombie_since` and `last_seen`. A zombie that is reaped
-    within the grace is the normal window between exit and wait; one that outlives it is a
-    leak (upstream issue 523). Without samples there is nothing to judge: unknown.
+    `zombies` are ledger records with `zombie_since` and `last_seen`. Every zombie is counted
+    and kept as evidence; one reaped within the grace is the runtime's normal detection
+    window (during guest connect it notices a dead shim on its next liveness poll: up to
+    2.5 s measured on 0.10.8); one that outlives it is a leak (upstream issue 523).
+    Without samples there is nothing to judge: unknown.
     """
     cid = "no_zombies"
     zs = list(zombies)
     lasting = [z for z in zs if (z["last_seen"] - z["zombie_since"]) >= grace_s]
+    longest = max((z["last_seen"] - z["zombie_since"] for z in zs), default=0.0)
     ev = {"samples": samples, "grace_s": grace_s, "zombies": zs, "lasting": lasting,
-          "sampling_errors": list(sampling_errors)[:5]}
+          "longest_s": round(longest, 3), "sampling_errors": list(sampling_errors)[:5]}
     if samples == 0:
         return Verdict(cid, UNKNOWN, ev, "the process ledger took no samples")
     if lasting:
@@ -148,7 +153,7 @@ def no_zombies(zombies: Iterable[dict[str, Any]], samples: int, grace_s: float =
     if sampling_errors:
         return Verdict(cid, UNKNOWN, ev, f"sampling failed: {sampling_errors[0]}")
     return Verdict(cid, HOLDS, ev, f"no lasting zombie in {samples} samples "
-                   f"({len(zs)} reaped within {grace_s}s)")
+                   f"({len(zs)} reaped within {grace_s}s, longest {longest:.1f}s)")
 
 
 @check("nothing_left_running")
@@ -314,3 +319,54 @@ def within_bound(what: str, elapsed_s: float | None, bound_s: float) -> Verdict:
     if elapsed_s > bound_s:
         return Verdict(cid, VIOLATED, ev, f"{what} took {elapsed_s:.1f}s > {bound_s:.0f}s")
     return Verdict(cid, HOLDS, ev, f"{what} took {elapsed_s:.1f}s (bound {bound_s:.0f}s)")
+
+
+@check("no_growth")
+def no_growth(name: str, series: Sequence[tuple[float, float]], max_slope: float,
+              min_points: int = 5) -> Verdict:
+    """A resource does not grow over a run: judged by the least-squares slope of its samples
+    (x: step or seconds, y: value), not by comparing two endpoints."""
+    cid = f"no_growth[{name}]"
+    pts = [(float(x), float(y)) for x, y in series]
+    ev: dict[str, Any] = {"points": len(pts), "max_slope": max_slope,
+                          "first": pts[:3], "last": pts[-3:]}
+    if len(pts) < min_points or len({x for x, _ in pts}) < 2:
+        return Verdict(cid, UNKNOWN, ev, f"{len(pts)} sample(s): too few to judge a trend")
+    import statistics
+    slope, intercept = statistics.linear_regression([x for x, _ in pts], [y for _, y in pts])
+    ev.update(slope=slope, intercept=intercept)
+    if slope > max_slope:
+        return Verdict(cid, VIOLATED, ev, f"{name} grows {slope:.3f} per step (max {max_slope})")
+    return Verdict(cid, HOLDS, ev, f"{name} slope {slope:.3f} per step (max {max_slope})")
+
+
+@check("ledger_settled")
+def ledger_settled(before: dict[str, Any], after: dict[str, Any],
+                   rules: dict[str, Callable[[Any, Any], bool]]) -> Verdict:
+    """Every ledger probe is back where it was (by its own rule); a probe that could not be
+    read makes the verdict unknown."""
+    bad, unread = {}, {}
+    for name, ok in rules.items():
+        b, a = before.get(name), after.get(name)
+        if type(b).__name__ == "Unreadable" or type(a).__name__ == "Unreadable":
+            unread[name] = str(a if type(a).__name__ == "Unreadable" else b)
+        elif not ok(b, a):
+            bad[name] = {"before": b, "after": a}
+    ev = {"before": {k: str(v) for k, v in before.items()},
+          "after": {k: str(v) for k, v in after.items()}, "grown": bad, "unreadable": unread}
+    if bad:
+        return Verdict("ledger_settled", VIOLATED, ev, "grown: " + ", ".join(
+            f"{k} {v['before']}→{v['after']}" for k, v in bad.items()))
+    if unread:
+        return Verdict("ledger_settled", UNKNOWN, ev, f"could not read {sorted(unread)}")
+    return Verdict("ledger_settled", HOLDS, ev, f"{len(rules)} probes settled")
+
+
+@check("owner_wait")
+def owner_wait(expected: int, got: int | None, error: str | None) -> Verdict:
+    """Code in the host that waits on its own child gets the child's real exit code."""
+    ev = {"expected": expected, "got": got, "error": error}
+    if got == expected:
+        return Verdict("owner_wait", HOLDS, ev, f"own wait returned exit code {got}")
+    return Verdict("owner_wait", VIOLATED, ev,
+                   f"own wait returned {got!r} ({error or 'no error'}), expected {expected}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import HarnessError, ScenarioError, SetupError
@@ -20,7 +20,7 @@ SCENARIOS = PROJECT / "scenarios"
 
 
 def _new_report_dir(kind: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return PROJECT / "reports" / f"{kind}-{stamp}"
 
 

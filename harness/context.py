@@ -50,6 +50,9 @@ class Chaos:
     teardown_report: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # A rerun into the same report folder starts from an empty scenario folder: a home
+        # left by the previous run would change what the runtime sees.
+        shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.history = History(self.workdir / "history.jsonl", {
             "scenario": self.node_id, "runtime": self.env.spec.text,
@@ -57,8 +60,8 @@ class Chaos:
         self.ledger = ProcessLedger(on_sample=self._on_sample)
         self.factory = HostFactory(self.env, self.workdir, self.history)
         self.faults = FaultSet(self.history)
-        self.ledger.start()
         self._last_count = -1
+        self.ledger.start()
 
     def _on_sample(self, s) -> None:
         # Only changes go to the history, so it stays readable; zombies always do.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ class History:
         self._fh = open(path, "a", buffering=1, encoding="utf-8")
         self._lock = threading.Lock()
         self.t0 = time.monotonic()
-        self.append("meta", event="open", wall=datetime.now(timezone.utc).isoformat(),
+        self.append("meta", event="open", wall=datetime.now(UTC).isoformat(),
                     **(meta or {}))
 
     def now(self) -> float:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,11 +46,14 @@ def pytest_configure(config: pytest.Config) -> None:
     become_subreaper()
     report = config.getoption("--chaos-report")
     if not report:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         report = str(Path("reports") / f"run-{stamp}-{os.getpid()}")
         # xdist workers inherit the controller's folder through the environment.
         os.environ[REPORT_ENV] = str(Path(report).resolve())
     config.stash[report_key] = Path(report).resolve()
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        # A rerun into the same folder reports this run only.
+        (config.stash[report_key] / "results.jsonl").unlink(missing_ok=True)
 
 
 report_key = pytest.StashKey[Path]()

@@ -4,14 +4,18 @@ registered without a violating case here."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import json
+import pkgutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import harness
 from harness import checks
 from harness.checks import CHECKS, HOLDS, UNKNOWN, VIOLATED, Verdict, classify_reason
 from harness.faults.base import Fault, FaultSet
@@ -20,6 +24,20 @@ from harness.observe.logs import EVIDENCE_FIELDS
 from harness.observe.logs import timeout_evidence as parse_evidence
 from harness.observe.processes import ProcRecord
 from harness.observe.records import RecordRead, read_store, store_integrity, store_rows
+
+# Scripts run inside a runtime's virtualenv (they import boxlite): not part of the registry.
+NOT_IMPORTABLE_HERE = {"harness.runtime.host_main"}
+
+
+def import_every_harness_module() -> None:
+    """A check registers itself when its module is imported; import them all, so a check
+    added anywhere in the harness is in CHECKS (and must have a violating case below)."""
+    for mod in pkgutil.walk_packages(harness.__path__, "harness."):
+        if mod.name not in NOT_IMPORTABLE_HERE:
+            importlib.import_module(mod.name)
+
+
+import_every_harness_module()
 
 # Reasons as the runtime words them (the timeout one is from the known-failures evidence).
 TIMEOUT_REASON = ("engine reported an error: The VM failed to start: timed out after 30s "
@@ -587,6 +605,170 @@ def test_box_gone_unknown_when_a_path_is_unreadable():
     assert v.status == UNKNOWN
 
 
+# -- acked_records_durable ------------------------------------------------------------------
+
+def test_acked_records_durable_holds_with_unacked_extras():
+    found = ["rec 1", "rec 2", "rec 3", "rec 4", ""]      # rec 4 written, never acknowledged
+    v = checks.acked_records_durable([1, 2, 3], found)
+    assert v.status == HOLDS, v.summary
+    assert v.evidence["indeterminate"] == [4]
+
+
+def test_acked_records_durable_violated_by_a_missing_record():
+    v = checks.acked_records_durable([1, 2, 3], ["rec 1", "rec 3"])
+    assert v.status == VIOLATED
+    assert v.evidence["missing"] == [2]
+
+
+def test_acked_records_durable_violated_by_a_corrupt_line():
+    v = checks.acked_records_durable([1, 2], ["rec 1", "rec 2", "re\x00\x00c 3"])
+    assert v.status == VIOLATED
+    assert "1 corrupt" in v.summary
+
+
+def test_acked_records_durable_unknown_when_nothing_was_acknowledged():
+    assert checks.acked_records_durable([], ["rec 1"]).status == UNKNOWN
+
+
+# -- within_bound ---------------------------------------------------------------------------
+
+def test_within_bound_holds():
+    v = checks.within_bound("host_exit", 8.2, 10.0)
+    assert (v.check, v.status) == ("within_bound[host_exit]", HOLDS)
+    assert checks.within_bound("host_exit", 10.0, 10.0).status == HOLDS
+
+
+def test_within_bound_violated_when_too_slow():
+    v = checks.within_bound("host_exit", 12.5, 10.0)
+    assert v.status == VIOLATED
+    assert "12.5s > 10s" in v.summary
+
+
+def test_within_bound_violated_when_it_never_completed():
+    v = checks.within_bound("host_exit", None, 10.0)
+    assert v.status == VIOLATED
+    assert "never completed" in v.summary
+
+
+# -- no_growth ------------------------------------------------------------------------------
+
+def test_no_growth_holds_on_a_flat_noisy_series():
+    series = [(i, 100 + (3 if i % 2 else -3)) for i in range(20)]
+    v = checks.no_growth("fds", series, max_slope=0.5)
+    assert (v.check, v.status) == ("no_growth[fds]", HOLDS)
+
+
+def test_no_growth_violated_by_a_steady_leak():
+    series = [(i, 100 + 2 * i) for i in range(10)]
+    v = checks.no_growth("fds", series, max_slope=0.5)
+    assert v.status == VIOLATED
+    assert abs(v.evidence["slope"] - 2.0) < 1e-9
+
+
+def test_no_growth_judges_the_trend_not_the_endpoints():
+    # Ends higher than it starts, but only by one outlier: no trend.
+    series = [(i, 100) for i in range(19)] + [(19, 140)]
+    assert checks.no_growth("rss", series, max_slope=3.0).status == HOLDS
+
+
+@pytest.mark.parametrize("series", [[(0, 1), (1, 2)], [(3, 1)] * 10, []])
+def test_no_growth_unknown_with_too_few_points(series):
+    assert checks.no_growth("fds", series, max_slope=0.5).status == UNKNOWN
+
+
+# -- ledger_settled -------------------------------------------------------------------------
+
+def unreadable(why: str):
+    return pytest.importorskip("harness.observe.ledger").Unreadable(why)
+
+
+RULES = {"fds": lambda b, a: a <= b, "threads": lambda b, a: a <= b + 1}
+
+
+def test_ledger_settled_holds():
+    v = checks.ledger_settled({"fds": 10, "threads": 4}, {"fds": 10, "threads": 5}, RULES)
+    assert v.status == HOLDS, v.summary
+
+
+def test_ledger_settled_violated_by_growth():
+    v = checks.ledger_settled({"fds": 10, "threads": 4}, {"fds": 14, "threads": 4}, RULES)
+    assert v.status == VIOLATED
+    assert v.evidence["grown"] == {"fds": {"before": 10, "after": 14}}
+
+
+def test_ledger_settled_violated_even_when_another_probe_is_unreadable():
+    v = checks.ledger_settled({"fds": 10, "threads": 4},
+                              {"fds": 14, "threads": unreadable("EACCES")}, RULES)
+    assert v.status == VIOLATED
+
+
+def test_ledger_settled_unknown_when_a_probe_could_not_be_read():
+    v = checks.ledger_settled({"fds": 10, "threads": unreadable("EACCES")},
+                              {"fds": 10, "threads": 4}, RULES)
+    assert v.status == UNKNOWN
+    assert "threads" in v.evidence["unreadable"]
+
+
+# -- owner_wait -----------------------------------------------------------------------------
+
+def test_owner_wait_holds():
+    assert checks.owner_wait(3, 3, None).status == HOLDS
+
+
+@pytest.mark.parametrize("got, error", [(0, None), (None, "ECHILD: No child processes")])
+def test_owner_wait_violated_when_the_exit_code_was_stolen(got, error):
+    v = checks.owner_wait(3, got, error)
+    assert v.status == VIOLATED
+    assert "expected 3" in v.summary
+
+
+# -- checks registered outside harness/checks.py, looked up by name ------------------------
+
+# These follow harness/shutdown.py as it is being written; they may move to its own self-test
+# file (whose VIOLATING dict the meta-test also reads).
+def box_proc(pid: int, ended_s: float | None = None, orphan: bool = False) -> dict:
+    rec = ProcRecord(pid, 1000.0 + pid, "boxlite-shim", 1, "boxlite-shim", 0.0, 1.0)
+    rec.adopted = orphan
+    return {**rec.to_json(), "ended_s": ended_s, "box": "b1", "orphan": orphan}
+
+
+def registered(name: str) -> Callable[..., Verdict]:
+    if name not in CHECKS:
+        pytest.skip(f"no check {name!r} registered in this tree")
+    return CHECKS[name]
+
+
+def test_runtime_gone_within_holds():
+    v = registered("runtime_gone_within")([box_proc(1, 2.5), box_proc(2, 8.0)], 10.0, "sigterm")
+    assert (v.check, v.status) == ("runtime_gone_within[sigterm]", HOLDS)
+
+
+@pytest.mark.parametrize("ended_s", [None, 12.0])
+def test_runtime_gone_within_violated_by_a_late_or_running_process(ended_s):
+    v = registered("runtime_gone_within")([box_proc(1, 2.5), box_proc(2, ended_s)], 10.0,
+                                          "sigterm")
+    assert v.status == VIOLATED
+    assert "boxlite-shim[2]" in v.summary
+
+
+def test_runtime_gone_within_unknown_without_processes():
+    assert registered("runtime_gone_within")([], 10.0, "sigterm").status == UNKNOWN
+
+
+def test_no_orphans_holds():
+    assert registered("no_orphans")([box_proc(1), box_proc(2)]).status == HOLDS
+
+
+def test_no_orphans_violated_by_an_orphan():
+    v = registered("no_orphans")([box_proc(1), box_proc(2, 3.0, orphan=True)])
+    assert v.status == VIOLATED
+    assert "boxlite-shim[2]" in v.summary
+
+
+def test_no_orphans_unknown_without_processes():
+    assert registered("no_orphans")([]).status == UNKNOWN
+
+
 # -- crashing checks ------------------------------------------------------------------------
 
 def test_a_crashing_check_says_unknown():
@@ -629,7 +811,31 @@ VIOLATING: dict[str, Callable[[], Verdict]] = {
     "home_consistent": lambda: checks.home_consistent(["ghost"], []),
     "image_cache_usable": lambda: checks.image_cache_usable(None, "shim_spawned", "boom"),
     "box_gone": lambda: checks.box_gone([store("failed")], False, False, []),
+    "acked_records_durable": lambda: checks.acked_records_durable([1, 2], ["rec 1"]),
+    "within_bound": lambda: checks.within_bound("stop", 31.0, 30.0),
+    "runtime_gone_within": lambda: registered("runtime_gone_within")([box_proc(1, None)], 10.0,
+                                                                     "sigterm"),
+    "no_orphans": lambda: registered("no_orphans")([box_proc(1, orphan=True)]),
+    "no_growth": lambda: checks.no_growth("fds", [(i, 2 * i) for i in range(6)], 0.5),
+    "ledger_settled": lambda: checks.ledger_settled({"fds": 1}, {"fds": 9},
+                                                    {"fds": RULES["fds"]}),
+    "owner_wait": lambda: checks.owner_wait(3, 0, None),
 }
+
+
+def violating_cases_in_every_test_file() -> dict[str, Callable[[], Verdict]]:
+    """This file's VIOLATING, plus a VIOLATING dict of any other tests/test_*.py."""
+    cases = dict(VIOLATING)
+    here = Path(__file__).resolve()
+    for path in sorted(here.parent.glob("test_*.py")):
+        if path == here or "VIOLATING" not in path.read_text():
+            continue
+        spec = importlib.util.spec_from_file_location(f"_selftest_{path.stem}", path)
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        cases.update(getattr(mod, "VIOLATING", {}))
+    return cases
 
 
 @pytest.mark.parametrize("name", sorted(VIOLATING))
@@ -640,7 +846,19 @@ def test_violating_case(name):
 
 
 def test_every_registered_check_has_a_violating_self_test():
-    missing = set(CHECKS) - set(VIOLATING)
+    missing = set(CHECKS) - set(violating_cases_in_every_test_file())
     assert not missing, f"checks without a violating self-test: {sorted(missing)}"
     for name, fn in CHECKS.items():
         assert fn.check_name == name
+
+
+def test_the_meta_test_catches_a_check_without_a_self_test():
+    @checks.check("selftest_probe_without_cases")
+    def probe() -> Verdict:
+        return Verdict("selftest_probe_without_cases", HOLDS)
+
+    try:
+        assert "selftest_probe_without_cases" in set(CHECKS) - set(
+            violating_cases_in_every_test_file())
+    finally:
+        del CHECKS["selftest_probe_without_cases"]

@@ -102,6 +102,7 @@ class ProcessLedger:
         self.records: dict[Key, ProcRecord] = {}
         self.samples: list[Sample] = []
         self.own_children: set[int] = set()     # pids the harness waits on itself (hosts)
+        self.exempt: set[int] = set()           # a scenario's own processes, not the runtime's
         self.baseline: set[Key] = set()
         self.errors: list[str] = []
         self._list = list_procs or (lambda: psutil.Process(self.root_pid).children(recursive=True))
@@ -229,7 +230,8 @@ class ProcessLedger:
         return [r for r in recs if self.alive(r)]
 
     def zombie_records(self) -> list[ProcRecord]:
-        return [r for r in self.records.values() if r.zombie_since is not None]
+        return [r for r in self.records.values()
+                if r.zombie_since is not None and r.pid not in self.exempt]
 
     def kill_leftovers(self, wait_s: float = 5.0) -> list[dict[str, Any]]:
         """SIGCONT then SIGKILL every recorded process still alive; return what was killed."""

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.runtime.host import RuntimeHost, RuntimeOpError
 from harness.errors import HostError
+from harness.runtime.host import RuntimeHost, RuntimeOpError
 
 TRANSITIONAL = ("configured", "stopping", "unknown")
 FINAL = ("failed", "stopped")

@@ -78,8 +78,10 @@ def _workdir(run: Path, recorded: str | None) -> Path | None:
     if not recorded:
         return None
     path = Path(recorded)
-    # A moved or archived run folder: the scenario folders keep their names.
-    return path if path.is_dir() else run / "scenarios" / path.name
+    # The run's own copy first: a copied or archived run folder keeps the scenario folders'
+    # names, while the recorded path may be the original's (or gone).
+    inside = run / "scenarios" / path.name
+    return inside if inside.is_dir() else path
 
 
 def _anchor(nodeid: str, runtime: str) -> str:

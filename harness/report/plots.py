@@ -41,7 +41,7 @@ def timeline_png(tl: Timeline, samples: Sequence[dict[str, Any]] | None = None) 
     """Operations as bars per host, faults as bands (kills as lines), process counts below."""
     hosts = tl.hosts or ["(no host)"]
     span = max(tl.end, 1e-3)
-    fig = Figure(figsize=(11, 1.6 + 0.45 * len(hosts) + 1.6))
+    fig = Figure(figsize=(13, 1.6 + 0.45 * len(hosts) + 1.6))
     ops_ax, proc_ax = fig.subplots(2, 1, sharex=True,
                                    gridspec_kw={"height_ratios": [0.6 + 0.45 * len(hosts), 1.6]})
     min_w = span * 0.004        # operations of a few ms still show as a tick

@@ -13,8 +13,14 @@ import pytest
 from harness import checks
 from harness.faults.shim import freeze_box, wait_for_shim
 from harness.observe.logs import runtime_log, timeout_evidence
-from harness.steps import ENDINGS, create_box, judge_failed_record, read_fresh, read_live, \
-    start_with_fault
+from harness.steps import (
+    ENDINGS,
+    create_box,
+    judge_failed_record,
+    read_fresh,
+    read_live,
+    start_with_fault,
+)
 
 pytestmark = pytest.mark.tier("init")
 

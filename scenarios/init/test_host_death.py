@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from harness import checks
+from harness.faults.shim import wait_for_shim
 from harness.observe.logs import runtime_log
 from harness.observe.records import store_integrity, store_rows
 from harness.runtime.host import RuntimeOpError
 from harness.steps import create_box
-from harness.faults.shim import wait_for_shim
 from harness.wait import WaitTimeout, wait_for
 
 pytestmark = pytest.mark.tier("init")

@@ -1,0 +1,540 @@
+"""Shutdown of a host with boxes in every init state: arrange, signal, measure, judge.
+
+Shared by scenarios/shutdown and `bench-shutdown`. `arrange` puts N boxes in mixed states
+(initializing, guest hung, failed); `signal_host` sends SIGTERM or SIGKILL and measures on a
+monotonic clock the host's exit and the end of every box process it had; the checks judge that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from concurrent import futures
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from harness.checks import (
+    HOLDS,
+    UNKNOWN,
+    VIOLATED,
+    Verdict,
+    check,
+    classify_reason,
+    read_paths_agree,
+    record_failed,
+    record_final,
+    within_bound,
+)
+from harness.context import RUNTIME_KINDS, WATCHDOG_BOUND_S
+from harness.errors import HarnessError, HostError
+from harness.faults.base import FaultSet
+from harness.faults.shim import FreezeBox, Proc, freeze_box, wait_for_shim
+from harness.history import History
+from harness.observe.logs import runtime_log
+from harness.observe.processes import ProcessLedger, ProcRecord, become_subreaper, classify
+from harness.observe.records import read_host, read_store, store_rows
+from harness.runtime.host import (
+    BARE,
+    RUNNER,
+    SDK_DEFAULT,
+    Flavour,
+    HostFactory,
+    RuntimeHost,
+    RuntimeOpError,
+)
+from harness.steps import START_BOUND_S
+from harness.wait import WaitTimeout, wait_for
+
+# Upstream's production runner: SIGTERM runs a 25 s shutdown under a 60 s stop timeout.
+SHUTDOWN_BOUND_S = 60.0
+STATES = ("initializing", "hung", "failed")        # round-robin over the N boxes
+BOX_KINDS = ("shim", "vm", "bwrap")
+SPAWN_TIMEOUT_S = 60.0
+# The runtime's last word before its guest-connect wait, and how long the boxes sit in it.
+CONNECT_MARKER = "VM subprocess started successfully"
+IN_WAIT_S = 2.0
+# Too little memory for the guest kernel: how a box is made to fail where guests do boot.
+STARVED_MEMORY_MIB = 16
+
+
+@dataclass(frozen=True)
+class Case:
+    """A host flavour and the signal that ends it."""
+
+    name: str
+    flavour: Flavour
+    sig: int = signal.SIGTERM
+
+    @property
+    def graceful(self) -> bool:
+        """A shutdown runs: SIGTERM reaches a handler (ours or the SDK's)."""
+        return self.sig == signal.SIGTERM and self.flavour.sigterm != "none"
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.sig).name
+
+    @property
+    def moment(self) -> str:
+        """How read paths after the restart are named (the known-failures table keys on it)."""
+        return "after_shutdown" if self.graceful else f"after_{self.signal_name.lower()}"
+
+
+CASES = {c.name: c for c in (
+    Case("runner", RUNNER),                  # SIGTERM → shutdown(25) → exit 0
+    Case("sdk_default", SDK_DEFAULT),        # Boxlite.default(): the SDK's own handler
+    Case("bare", BARE),                      # no handler: SIGTERM kills (ungraceful baseline)
+    Case("sigkill", RUNNER, signal.SIGKILL),  # nothing can run
+)}
+
+
+class ArrangementError(HarnessError):
+    """The boxes could not be put in their planned states before the signal."""
+
+
+@dataclass
+class BoxUnderTest:
+    label: str                          # e.g. "hung2"; also the box's name
+    state: str                          # planned: initializing | hung | failed (| running)
+    id: str = ""
+    start: Future | None = None         # the start in flight at the signal
+    error: dict[str, Any] | None = None  # the start's runtime error (failed boxes)
+    reason: str | None = None           # the store's error_reason before the signal
+    tree: list[Proc] = field(default_factory=list)
+    freeze: FreezeBox | None = None
+
+
+def plan(n: int) -> list[str]:
+    return [STATES[i % len(STATES)] for i in range(n)]
+
+
+def failed_box_options(guests_boot: bool) -> dict[str, Any]:
+    """Here every VM fails on its own; where guests boot, a starved box fails instead."""
+    return {"memory_mib": STARVED_MEMORY_MIB} if guests_boot else {}
+
+
+def arrange(host: RuntimeHost, faults: FaultSet, n: int, options: dict[str, Any],
+            failed_options: dict[str, Any] | None = None) -> list[BoxUnderTest]:
+    """Create N boxes and bring each to its planned state, ready for the signal.
+
+    failed: started first, and its start failed (about 17 s here). initializing: start sent,
+    shim spawned, the runtime in its guest-connect wait. hung: the same, with the box's
+    process tree frozen at spawn. Where a guest boots, an initializing box that finished
+    starting is re-labelled `running` (still a box a shutdown must stop). Raises
+    ArrangementError when a box cannot be brought to its state.
+    """
+    boxes = [BoxUnderTest(f"{s}{i + 1}", s) for i, s in enumerate(plan(n))]
+    creates = [host.send("create", name=b.label, options={
+        **options, **((failed_options or {}) if b.state == "failed" else {})}) for b in boxes]
+    for b, fut in zip(boxes, creates, strict=True):
+        b.id = host.result(fut, 120)["id"]
+
+    failing = [(b, host.send("start", box_id=b.id)) for b in boxes if b.state == "failed"]
+    for b, fut in failing:
+        try:
+            host.result(fut, START_BOUND_S)
+        except RuntimeOpError as exc:
+            b.error = {"type": exc.type, "message": exc.message}
+        else:
+            raise ArrangementError(f"box {b.label} started; it was to fail")
+        b.reason = read_store(host.home, b.id).reason
+
+    waiting = [b for b in boxes if b.state != "failed"]
+    for b in waiting:
+        b.start = host.send("start", box_id=b.id)
+    for b in waiting:
+        b.tree = wait_for_shim(host.home, b.id, timeout_s=SPAWN_TIMEOUT_S)
+        if b.state == "hung":
+            b.freeze = freeze_box(host.home, b.id, b.tree)
+            faults.inject(b.freeze)
+    wait_for(lambda: all(f"{CONNECT_MARKER} box_id={b.id}" in runtime_log(host.home)
+                         for b in waiting), SPAWN_TIMEOUT_S,
+             "every waiting box to reach the guest-connect wait", interval_s=0.1)
+    # Sit in the wait a while, as a daemon's boxes would when it is told to stop; a start
+    # that ends meanwhile is judged below.
+    futures.wait([b.start for b in waiting if b.start], timeout=IN_WAIT_S,
+                 return_when=futures.FIRST_COMPLETED)
+    for b in waiting:
+        if b.start is not None and b.start.done():
+            reply = b.start.result()
+            if not reply.get("ok"):
+                raise ArrangementError(f"box {b.label} ({b.state}) finished its start before "
+                                       f"the signal: {reply.get('error', {}).get('message')}")
+            b.state = "running"
+    return boxes
+
+
+@dataclass
+class ShutdownRun:
+    """What one signal did. Times are seconds from the signal, on a monotonic clock."""
+
+    case: Case
+    boxes: list[BoxUnderTest]
+    exit_s: float | None                # None: still running at SHUTDOWN_BOUND_S (then killed)
+    returncode: int | None
+    thaw_s: float | None                # when frozen boxes were thawed (ungraceful cases only)
+    procs: list[dict[str, Any]]         # every box process alive at the signal, with ended_s
+    left_at_exit: list[dict[str, Any]]  # those still alive just after the host's exit
+    store_at_exit: list[dict[str, Any]]
+    starts: dict[str, str]              # how each start in flight at the signal ended
+    host_events: list[dict[str, Any]]
+
+    @property
+    def last_gone_s(self) -> float | None:
+        """When the last box process ended; None if one never did (or none was measured)."""
+        ends = [p["ended_s"] for p in self.procs]
+        return None if not ends or None in ends else max(ends)
+
+    def facts(self) -> dict[str, Any]:
+        """For the history: what the signal left, recorded as facts, not judged here."""
+        by_kind: dict[str, int] = {}
+        for p in self.procs:
+            by_kind[p["kind"]] = by_kind.get(p["kind"], 0) + 1
+        label = {b.id: b.label for b in self.boxes}
+        return {
+            "case": self.case.name, "signal": self.case.signal_name,
+            "flavour": self.case.flavour.label, "n": len(self.boxes),
+            "states": {b.label: b.state for b in self.boxes},
+            "exit_s": _r(self.exit_s), "returncode": self.returncode,
+            "last_gone_s": _r(self.last_gone_s), "thaw_s": _r(self.thaw_s),
+            "processes_at_signal": by_kind,
+            "orphans": [p for p in self.procs if p["adopted"]],
+            "left_at_exit": self.left_at_exit,
+            "records_at_exit": {label.get(r["id"], r["id"]): r["status"]
+                                for r in self.store_at_exit},
+            "transitional_at_exit": [label.get(r["id"], r["id"]) for r in self.store_at_exit
+                                     if r["status"] not in ("failed", "stopped")],
+            "starts_in_flight": self.starts,
+            "host_events": [{k: v for k, v in e.items() if k != "t_mono"}
+                            for e in self.host_events if e.get("event") != "ready"],
+        }
+
+    def verdicts(self) -> list[Verdict]:
+        """Graceful: the host exits and every box process ends within SHUTDOWN_BOUND_S of the
+        signal, none outliving the host. Otherwise: every box process the host left ends
+        within the shim watchdog's bound of the host's exit (of the thaw, for frozen ones)."""
+        if self.case.graceful:
+            return [within_bound(f"host_exit_after_{self.case.signal_name.lower()}",
+                                 self.exit_s, SHUTDOWN_BOUND_S),
+                    runtime_gone_within(self.procs, SHUTDOWN_BOUND_S,
+                                        self.case.signal_name.lower()),
+                    no_orphans(self.procs)]
+        since_exit = []
+        for p in self.procs:
+            since = (self.thaw_s if p["frozen"] else self.exit_s) or 0.0
+            ended = None if p["ended_s"] is None else round(p["ended_s"] - since, 3)
+            since_exit.append({**p, "ended_s": ended, "since": "thaw" if p["frozen"] else
+                               "host_exit"})
+        return [runtime_gone_within(since_exit, WATCHDOG_BOUND_S, "host_exit")]
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def _ended_at(ledger: ProcessLedger, rec: ProcRecord) -> float | None:
+    """Monotonic time the ledger saw the process end (a zombie has ended), or None."""
+    ends = [t for t in (rec.zombie_since, rec.gone_at) if t is not None]
+    return ledger.t0 + min(ends) if ends else None
+
+
+def ran_orphaned(rec: ProcRecord, root_pid: int) -> bool:
+    """Whether the process was seen running with the harness as its parent: an orphan that
+    ran on. (A zombie its dead parent never reaped is adopted too, but had already ended.)"""
+    t_adopted = next((t for t, ppid in rec.ppids if ppid == root_pid), None)
+    if t_adopted is None:
+        return False
+    before = [status for t, status in rec.statuses if t <= t_adopted]
+    return bool(before) and before[-1] != psutil.STATUS_ZOMBIE
+
+
+def signal_host(host: RuntimeHost, ledger: ProcessLedger, faults: FaultSet,
+                boxes: list[BoxUnderTest], case: Case) -> ShutdownRun:
+    """Signal the host and measure until every box process it had has ended (or the bound
+    for that has passed). In ungraceful cases the frozen boxes are thawed once the host is
+    gone, so their shims' watchdogs can act; a graceful shutdown must cope with them frozen."""
+    ledger.sample()
+    at_signal = ledger.leftovers(BOX_KINDS)
+    frozen = {(p.pid, p.create_time) for b in boxes if b.freeze for p in b.freeze.tree}
+    owner = {(p.pid, p.create_time): b.label for b in boxes for p in b.tree}
+
+    t_sig = time.monotonic()
+    host.signal(case.sig)
+    try:
+        info = host.wait_exit(SHUTDOWN_BOUND_S)
+        exit_s, returncode = info.elapsed_s, info.returncode
+    except HostError:
+        exit_s, returncode = None, None
+        host.kill()
+        host.wait_exit(10.0)
+    t_exit = time.monotonic()
+
+    ledger.sample()         # the host is gone: what it left is now adopted by the harness
+    left_at_exit = [{"pid": r.pid, "name": r.name, "kind": classify(r.name, r.cmd),
+                     "box": owner.get(r.key), "adopted": r.adopted}
+                    for r in at_signal if ledger.alive(r)]
+    try:
+        store_at_exit = store_rows(host.home)
+    except Exception as exc:  # noqa: BLE001 - a fact we could not read is recorded as such
+        store_at_exit = [{"id": "?", "status": f"unreadable: {exc!r}", "reason": None}]
+
+    thaw_s = None
+    if not case.graceful and frozen:
+        for b in boxes:
+            if b.freeze is not None:
+                faults.heal(b.freeze)
+        thaw_s = time.monotonic() - t_sig
+    release = t_sig + (thaw_s if thaw_s is not None else t_exit - t_sig)
+    end = max(t_sig + (SHUTDOWN_BOUND_S if case.graceful else 0.0),
+              release + WATCHDOG_BOUND_S) + 1.0
+    try:
+        wait_for(lambda: ledger.sample() and not any(ledger.alive(r) for r in at_signal),
+                 max(0.0, end - time.monotonic()), "the box processes to end", interval_s=0.05)
+    except WaitTimeout:
+        pass                # the ones still running are judged as such
+    ledger.sample()
+
+    procs = []
+    for r in at_signal:
+        t_end = _ended_at(ledger, r)
+        procs.append({"pid": r.pid, "name": r.name, "kind": classify(r.name, r.cmd),
+                      "box": owner.get(r.key), "frozen": r.key in frozen,
+                      # adopted while still running: an orphan that ran on. The ledger also
+                      # adopts the zombies a dead host never reaped; those had ended.
+                      "adopted": ran_orphaned(r, ledger.root_pid),
+                      "adopted_zombie": r.adopted and not ran_orphaned(r, ledger.root_pid),
+                      "ended_s": None if t_end is None else round(max(0.0, t_end - t_sig), 3)})
+    starts = {}
+    for b in boxes:
+        if b.start is not None:
+            starts[b.label] = _start_outcome(b.start)
+    return ShutdownRun(case, boxes, exit_s, returncode, thaw_s, procs, left_at_exit,
+                       store_at_exit, starts, list(host.events))
+
+
+def _start_outcome(fut: Future) -> str:
+    if not fut.done():
+        return "no reply"
+    try:
+        reply = fut.result()
+    except HostError as exc:
+        return f"host gone: {exc}"
+    if reply.get("ok"):
+        return "started"
+    return f"{reply['error'].get('type')}: {reply['error'].get('message')}"
+
+
+def record_verdicts(host: RuntimeHost, boxes: Iterable[BoxUnderTest], moment: str) -> list[Verdict]:
+    """Every record through a (fresh) host and the store: a box that had failed is still
+    failed with the cause it had; every other box is in a final status; the paths agree."""
+    out = []
+    for b in boxes:
+        prefix = f"{moment}.{b.label}"
+        reads = [*read_host(host, b.id, prefix), read_store(host.home, b.id, f"store.{prefix}")]
+        if b.state == "failed":
+            cause = classify_reason(b.reason) or f"unclassified reason {b.reason!r}"
+            out += [record_failed(r, cause) for r in reads]
+        else:
+            out += [record_final(r) for r in reads]
+        out.append(read_paths_agree(reads, prefix))
+    return out
+
+
+# -- checks (pure; self-tests in tests/test_shutdown_checks.py) ------------------------------
+
+@check("runtime_gone_within")
+def runtime_gone_within(procs: Sequence[dict[str, Any]], bound_s: float,
+                        moment: str) -> Verdict:
+    """Every box process ended within `bound_s` of `moment`. Each process carries `ended_s`,
+    seconds from the moment to its end (None: still running when measuring stopped)."""
+    cid = f"runtime_gone_within[{moment}]"
+    ps = list(procs)
+    running = [p for p in ps if p["ended_s"] is None]
+    late = [p for p in ps if p["ended_s"] is not None and p["ended_s"] > bound_s]
+    last = max((p["ended_s"] for p in ps if p["ended_s"] is not None), default=None)
+    ev = {"bound_s": bound_s, "processes": ps, "still_running": running, "late": late,
+          "last_ended_s": last}
+    if not ps:
+        return Verdict(cid, UNKNOWN, ev, f"no box process was alive at {moment}: nothing to time")
+    if running or late:
+        return Verdict(cid, VIOLATED, ev, f"{len(running)} still running, {len(late)} ended "
+                       f"later than {bound_s:.0f}s after {moment}: " + ", ".join(
+                           f"{p['name']}[{p['pid']}]" + (f" at {p['ended_s']:.1f}s"
+                                                         if p["ended_s"] is not None else "")
+                           for p in running + late))
+    return Verdict(cid, HOLDS, ev, f"all {len(ps)} box processes ended within {last:.1f}s "
+                   f"of {moment} (bound {bound_s:.0f}s)")
+
+
+@check("no_orphans")
+def no_orphans(procs: Sequence[dict[str, Any]]) -> Verdict:
+    """No box process ran on as an orphan: none was adopted by the harness (the subreaper)
+    while still running, so the shutdown ended each box's whole process tree. Each process
+    carries `adopted` in that sense (see ran_orphaned)."""
+    ps = list(procs)
+    orphans = [p for p in ps if p["adopted"]]
+    ev = {"processes": len(ps), "orphans": orphans,
+          "adopted_zombies": [p for p in ps if p.get("adopted_zombie")]}
+    if not ps:
+        return Verdict("no_orphans", UNKNOWN, ev, "no box process was observed")
+    if orphans:
+        return Verdict("no_orphans", VIOLATED, ev, f"{len(orphans)} box process(es) ran on as "
+                       "orphans: " + ", ".join(
+                           f"{p['name']}[{p['pid']}] of {p.get('box')}, ended at "
+                           f"{p['ended_s']}s" for p in orphans))
+    return Verdict("no_orphans", HOLDS, ev, f"none of {len(ps)} box processes ran orphaned")
+
+
+# -- benchmark -------------------------------------------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    vs = sorted(values)
+    if not vs:
+        return None
+    return vs[max(0, math.ceil(q / 100 * len(vs)) - 1)]
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (case, n): how many runs, and p50/p95/max of exit and last-gone times."""
+    rows = []
+    for key in dict.fromkeys((r["case"], r["n"]) for r in runs):
+        group = [r for r in runs if (r["case"], r["n"]) == key]
+        row: dict[str, Any] = {"case": key[0], "n": key[1], "runs": len(group),
+                               "errors": sum(1 for r in group if r.get("error"))}
+        for what in ("exit_s", "last_gone_s"):
+            vals = [r[what] for r in group if r.get(what) is not None]
+            row[f"{what}_unmeasured"] = len(group) - len(vals)
+            for q, name in ((50, "p50"), (95, "p95"), (100, "max")):
+                row[f"{what}_{name}"] = percentile(vals, q)
+        rows.append(row)
+    return rows
+
+
+def render_table(rows: Sequence[dict[str, Any]]) -> str:
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1f}"
+    head = (f"{'case':<12}{'n':>3}{'runs':>6}{'err':>5}   {'exit p50/p95/max (s)':<22}"
+            f"{'last gone p50/p95/max (s)':<26}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['case']:<12}{r['n']:>3}{r['runs']:>6}{r['errors']:>5}   "
+            f"{'/'.join(f(r[f'exit_s_{k}']) for k in ('p50', 'p95', 'max')):<22}"
+            f"{'/'.join(f(r[f'last_gone_s_{k}']) for k in ('p50', 'p95', 'max')):<26}")
+    return "\n".join(lines)
+
+
+def _bench_once(env: Any, image: Any, workdir: Path, case: Case, n: int,
+                failed_options: dict[str, Any]) -> dict[str, Any]:
+    history = History(workdir / "history.jsonl", {"bench": "shutdown", "case": case.name,
+                                                  "n": n, "runtime": env.spec.text})
+    ledger = ProcessLedger().start()
+    factory = HostFactory(env, workdir, history)
+    faults = FaultSet(history)
+    out: dict[str, Any] = {"case": case.name, "n": n, "workdir": str(workdir)}
+    try:
+        host = factory.start(flavour=case.flavour)
+        ledger.own_children.add(host.pid)
+        boxes = arrange(host, faults, n, {"rootfs_path": str(image.path), "auto_remove": False},
+                        failed_options)
+        run = signal_host(host, ledger, faults, boxes, case)
+        facts = run.facts()
+        history.append("note", **facts)
+        out.update(exit_s=facts["exit_s"], last_gone_s=facts["last_gone_s"],
+                   orphans=len(facts["orphans"]), returncode=run.returncode)
+    except (HarnessError, WaitTimeout) as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        faults.heal_all()
+        factory.close_all()
+        try:
+            wait_for(lambda: ledger.sample() and not ledger.leftovers(RUNTIME_KINDS),
+                     WATCHDOG_BOUND_S, "the bench's processes to end after their hosts",
+                     interval_s=0.05)
+        except WaitTimeout:
+            pass            # killed just below, and counted
+        ledger.stop()
+        out["killed_in_teardown"] = len(ledger.kill_leftovers())
+        history.close()
+    return out
+
+
+def run_benchmark(spec: str, flavours: Sequence[str], ns: Sequence[int], repeats: int,
+                  out_dir: Path | None = None, log: Any = print) -> list[dict[str, Any]]:
+    """Repeat the shutdown scenario's arrangement and signal outside pytest, and return (and
+    print) p50/p95/max of the host's exit and of the last box process's end, per case and N.
+
+    Cases are names from CASES. No checks are judged here; each run's history, with its
+    facts, lands under `out_dir`, with `runs.json` and `table.json` beside them.
+    """
+    from harness.doctor import boot_probe
+    from harness.image import busybox_image
+    from harness.runtime.spec import ensure_runtime
+
+    unknown = sorted(set(flavours) - set(CASES))
+    if unknown:
+        raise HarnessError(f"unknown flavour(s) {unknown}; known: {', '.join(CASES)}")
+    become_subreaper()
+    env = ensure_runtime(spec)
+    image = busybox_image()
+    failed_options = failed_box_options(boot_probe(env)[0])
+    if out_dir is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out_dir = Path("reports") / f"bench-shutdown-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for name in flavours:
+        for n in ns:
+            for i in range(repeats):
+                t0 = time.monotonic()
+                r = _bench_once(env, image, out_dir / f"{name}-n{n}-r{i + 1}", CASES[name], n,
+                                failed_options)
+                r["wall_s"] = round(time.monotonic() - t0, 1)
+                runs.append(r)
+                log(f"{name} n={n} #{i + 1}: exit {r.get('exit_s')}s, last gone "
+                    f"{r.get('last_gone_s')}s, orphans {r.get('orphans')}, wall {r['wall_s']}s"
+                    + (f", ERROR {r['error']}" if r.get("error") else ""))
+    table = summarize(runs)
+    (out_dir / "runs.json").write_text(json.dumps(runs, indent=1))
+    (out_dir / "table.json").write_text(json.dumps(table, indent=1))
+    log(render_table(table))
+    return table
+
+
+def _split_list(kind: type) -> Any:
+    return lambda text: [kind(x) for x in text.split(",") if x]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `bench-shutdown` on the CLI's subparsers."""
+    from harness.runtime.spec import DEFAULT_SPEC
+
+    p = subparsers.add_parser("bench-shutdown", help="time host shutdown with boxes in every "
+                              "init state: p50/p95/max per flavour and N")
+    p.add_argument("--runtime", default=DEFAULT_SPEC)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--n", type=_split_list(int), action="extend", nargs="+",
+                   help="box counts, e.g. --n 1 3 8 or --n 1,3 (default 1 3 8)")
+    p.add_argument("--flavour", type=_split_list(str), action="extend", nargs="+",
+                   help=f"cases among {', '.join(CASES)} (default runner sdk_default bare)")
+    p.add_argument("--out", help="folder for the runs (default reports/bench-shutdown-<time>)")
+    p.set_defaults(fn=cmd_bench_shutdown)
+    return p
+
+
+def cmd_bench_shutdown(args: argparse.Namespace) -> int:
+    flat = lambda xs: [x for part in xs for x in part] if xs else None  # noqa: E731
+    table = run_benchmark(args.runtime, flat(args.flavour) or ["runner", "sdk_default", "bare"],
+                          flat(args.n) or [1, 3, 8], args.repeats,
+                          Path(args.out) if args.out else None)
+    return 1 if any(r["errors"] for r in table) else 0

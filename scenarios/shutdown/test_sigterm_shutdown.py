@@ -1,0 +1,30 @@
+"""The host is told to stop (SIGTERM) or killed (SIGKILL) with N boxes in mixed init states:
+initializing (in the guest-connect wait), guest hung (frozen at spawn), and failed.
+
+Graceful flavours (our runner's handler, the SDK's own) must exit and end every box process
+within 60 s of the signal, none outliving the host. Without a shutdown (no handler, SIGKILL),
+what the host left is recorded as facts, and every box process it left must end within the
+shim watchdog's bound. Either way a restarted host must find every record final, and every
+box that had failed still failed with its cause.
+"""
+
+import pytest
+
+from harness.shutdown import CASES, arrange, failed_box_options, record_verdicts, signal_host
+
+pytestmark = pytest.mark.tier("init")
+
+
+@pytest.mark.parametrize("n", [1, 3, 8], ids=lambda n: f"n{n}")
+@pytest.mark.parametrize("case", list(CASES))
+def test_host_stops_with_boxes_in_every_state(chaos, doctor_boots, case, n):
+    case = CASES[case]
+    host = chaos.host(case.flavour)
+    boxes = arrange(host, chaos.faults, n, chaos.box_options(), failed_box_options(doctor_boots))
+
+    run = signal_host(host, chaos.ledger, chaos.faults, boxes, case)
+    chaos.note(**run.facts())
+    chaos.judge(*run.verdicts())
+
+    fresh = chaos.restart(host)
+    chaos.judge(*record_verdicts(fresh, boxes, case.moment))

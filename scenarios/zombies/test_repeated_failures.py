@@ -1,0 +1,82 @@
+"""One long-lived host through 25 init failures of mixed kinds (hang, shim crash, boot failure,
+force removal while initializing): no zombie at any sample, the host's descriptors and threads
+do not grow (by slope), no shim outlives its box, and the leak ledger settles.
+
+And the owner-wait property: code in the host that waits on a child of its own must get that
+child's real exit code while shims fail around it (a process-wide waitpid(-1) reaper would
+steal it: upstream issue 523's reverted fix).
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness import checks
+from harness.faults.shim import wait_for_shim
+from harness.observe import ledger
+from harness.runtime.host import RuntimeOpError
+from harness.steps import create_box, start_with_fault
+
+pytestmark = pytest.mark.tier("init")
+
+# 25 failures: kind -> count. Hangs and boot failures are slow (30 s, 17 s) and run overlapped.
+MIX = {"kill": 10, "force_remove": 7, "freeze": 4, "boot": 4}
+OWNER_CHILD_EXIT = 7
+
+
+def _one_failure(chaos, host, kind, i):
+    box = create_box(chaos, host, name=f"{kind}-{i}")
+    if kind == "force_remove":
+        fut = host.send("start", box_id=box)
+        wait_for_shim(host.home, box)
+        host.call("remove", timeout_s=60, box_id=box, force=True)
+        try:
+            host.result(fut, 90)
+        except RuntimeOpError:
+            pass
+        return box
+    start_with_fault(chaos, host, box, fault=None if kind == "boot" else kind)
+    return box
+
+
+def _scope(chaos, host, boxes=()):
+    return ledger.Scope(os.getpid(), (host.home,), (host.pid,), tuple(boxes))
+
+
+def test_25_init_failures_leave_nothing_growing(chaos):
+    host = chaos.host()
+    before = ledger.take(_scope(chaos, host))
+    fds, threads, boxes = [], [], []
+    kinds = [k for k, n in MIX.items() for _ in range(n)]
+    slow = [k for k in kinds if k in ("freeze", "boot")]
+    fast = [k for k in kinds if k not in ("freeze", "boot")]
+    with ThreadPoolExecutor(max_workers=len(slow)) as pool:
+        pending = [pool.submit(_one_failure, chaos, host, k, f"s{i}") for i, k in enumerate(slow)]
+        for i, kind in enumerate(fast):
+            boxes.append(_one_failure(chaos, host, kind, f"f{i}"))
+            snap = ledger.take(_scope(chaos, host), [p for p in ledger.PROBES
+                                                      if p.name in ("host_fds", "host_threads")])
+            fds.append((len(fds), snap["host_fds"]))
+            threads.append((len(threads), snap["host_threads"]))
+        boxes += [f.result() for f in pending]
+    chaos.note(failures=len(boxes), fds=fds, threads=threads)
+    chaos.judge(checks.no_growth("host_fds", fds, max_slope=0.5),
+                checks.no_growth("host_threads", threads, max_slope=0.2))
+    chaos.ledger.sample()
+    after = ledger.take(_scope(chaos, host, boxes))
+    chaos.judge(checks.ledger_settled(before, after, {p.name: p.settled for p in ledger.PROBES
+                                                      if p.name != "socket_dirs"}))
+
+
+@pytest.mark.parametrize("failures", [6])
+def test_owner_wait_keeps_its_exit_code(chaos, failures):
+    host = chaos.host()
+    child = host.call("spawn_child", argv=["sh", "-c", f"sleep 3; exit {OWNER_CHILD_EXIT}"])
+    # The host's own child waits, unreaped, until the host asks for it: not a runtime zombie.
+    chaos.ledger.exempt.add(child["pid"])
+    for i in range(failures):
+        box = create_box(chaos, host, name=f"around-{i}")
+        start_with_fault(chaos, host, box, fault="kill")
+    res = host.call("wait_child", timeout_s=30, pid=child["pid"])
+    chaos.judge(checks.owner_wait(OWNER_CHILD_EXIT, res["exit_code"], res["error"]))

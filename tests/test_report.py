@@ -1,0 +1,203 @@
+"""The report of a synthetic run folder: summary.json keeps its fields, report.html is one
+offline file with a timeline image per scenario, links the kept artifacts, names the known
+failures seen with their reasons, and shows the rip-out matrix and soak trends when present."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from harness.history import History
+from harness.known import KnownFailure
+from harness.report import build
+from harness.report.timeline import build_timeline
+
+PASSING = "scenarios/init/test_a.py::test_passes"
+FAILING = "scenarios/init/test_b.py::test_fails[exit]"
+KILLED = "scenarios/init/test_c.py::test_harness_was_killed"
+KNOWN = KnownFailure("stale-get-info", "record_failed[live.get_info]", SpecifierSet("==0.10.8"),
+                     "*", "get_info answers from the live handle's cached state", "evidence")
+
+
+def history_events(box: str) -> list[tuple[float, str, dict]]:
+    """A shim-crash scenario on the history's clock: start, kill, failure, restart, reads."""
+    return [
+        (0.01, "invoke", {"host": "host1", "op": "host_start", "pid": 10}),
+        (0.10, "ok", {"host": "host1", "op": "host_start", "pid": 10}),
+        (0.10, "invoke", {"host": "host1", "op": "create", "req": 1, "args": {}}),
+        (0.11, "ok", {"host": "host1", "op": "create", "req": 1, "result": {"id": box}}),
+        (0.11, "invoke", {"host": "host1", "op": "start", "req": 2, "args": {"box_id": box}}),
+        (0.20, "observe", {"what": "processes", "count": 3, "kinds": {}, "zombies": []}),
+        (0.40, "fault", {"fault": "freeze_box", "box": box, "pids": [1, 2]}),
+        (2.40, "heal", {"fault": "freeze_box", "box": box, "pids": [1, 2], "error": None}),
+        (2.50, "fault", {"fault": "kill_shim", "box": box, "pid": 2}),
+        (3.00, "fail", {"host": "host1", "op": "start", "req": 2,
+                        "error": {"type": "EngineError", "message": "failed to start"}}),
+        (3.10, "observe", {"what": "processes", "count": 1, "kinds": {},
+                           "zombies": [{"pid": 2}]}),
+        (3.20, "invoke", {"host": "host1", "op": "exit", "req": 3, "args": {}}),
+        (3.30, "observe", {"host": "host1", "what": "host_exit", "returncode": 0}),
+        (3.30, "invoke", {"host": "host2", "op": "host_start", "pid": 11}),
+        (3.40, "ok", {"host": "host2", "op": "host_start", "pid": 11}),
+        (3.40, "invoke", {"host": "host2", "op": "get_info", "req": 1,
+                          "args": {"box_id": box}}),
+        (3.41, "ok", {"host": "host2", "op": "get_info", "req": 1, "result": None}),
+        (3.50, "meta", {"event": "call_done", "wall_s": 3.5}),
+    ]
+
+
+def write_history(path: Path, scenario: str, events) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [{"t": 0.0, "kind": "meta", "event": "open", "scenario": scenario,
+              "runtime": "boxlite==0.10.8"}]
+    lines += [{"t": t, "kind": kind, **fields} for t, kind, fields in events]
+    path.write_text("".join(json.dumps(e) + "\n" for e in lines))
+
+
+def judgement(check: str, outcome: str, known: str | None = None) -> dict:
+    status = {"pass": "holds", "fixed": "holds"}.get(outcome, "violated")
+    return {"check": check, "status": status, "evidence": {"why": check},
+            "summary": f"{check} {status}", "outcome": outcome, "known_failure": known}
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setattr(build, "load_table", lambda: [KNOWN])
+    run = tmp_path / "run-1"
+    results = []
+    for i, (nodeid, outcome, judgements) in enumerate([
+            (PASSING, "passed", [judgement("record_failed[store]", "pass"),
+                                 judgement("record_failed[live.get_info]", "known",
+                                           KNOWN.id)]),
+            (FAILING, "failed", [judgement("no_zombies", "fail")])]):
+        workdir = run / "scenarios" / f"scenario{i}"
+        write_history(workdir / "history.jsonl", nodeid, history_events(f"box{i}"))
+        (workdir / "verdicts.json").write_text(json.dumps({
+            "scenario": nodeid, "judgements": judgements, "processes": [],
+            "samples": [{"t": 0.1 * k, "count": k % 4, "zombies": int(k > 30), "kinds": {}}
+                        for k in range(35)]}))
+        (workdir / "hosts").mkdir()
+        (workdir / "hosts" / "host1.stderr").write_text("")
+        results.append({"nodeid": nodeid, "outcome": outcome, "duration_s": 3.5 + i,
+                        "runtime": "boxlite==0.10.8", "runtime_version": "0.10.8",
+                        "workdir": str(workdir), "judgements": judgements})
+    kept = run / "scenarios" / "scenario1" / "artifacts" / "home1" / "logs" / "boxlite.log"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("log")
+    # A harness killed mid-scenario: a history, no verdicts.json, no result line.
+    write_history(run / "scenarios" / "scenario2" / "history.jsonl", KILLED,
+                  history_events("box2")[:7])
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    return run
+
+
+def images(html: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+
+
+def test_the_report_names_every_scenario_and_draws_each_timeline(run):
+    out = build.build_report(run)
+    assert out == run / "report.html"
+    html = out.read_text()
+    for nodeid in (PASSING, FAILING, KILLED):
+        assert nodeid in html
+    assert '<img src="data:image/png;base64,' in html
+    pngs = images(html)
+    assert len(pngs) == 3 and all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
+    assert "incomplete" in html                       # the killed harness's scenario
+    # Offline: nothing is fetched from anywhere.
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def test_summary_json_keeps_its_fields(run):
+    build.build_report(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"scenarios", "passed", "failed", "known_failures_seen"} <= summary.keys()
+    assert (summary["passed"], summary["failed"]) == (1, 1)
+    assert summary["known_failures_seen"] == ["record_failed[live.get_info]"]
+    assert summary["incomplete"] == [KILLED]
+    row = next(r for r in summary["scenarios"] if r["scenario"] == FAILING)
+    assert row["failing"] == ["no_zombies"] and row["wall_s"] == 4.5
+
+
+def test_artifacts_and_histories_are_linked_relative_to_the_run(run):
+    html = build.build_report(run).read_text()
+    assert 'href="scenarios/scenario1/artifacts/home1/logs/boxlite.log"' in html
+    assert 'href="scenarios/scenario0/history.jsonl"' in html
+    assert 'href="scenarios/scenario0/hosts/host1.stderr"' in html
+
+
+@pytest.mark.parametrize("move", [Path.rename, shutil.copytree])
+def test_a_moved_or_copied_run_folder_reports_its_own_scenarios(run, tmp_path, move):
+    moved = tmp_path / "archived"
+    move(run, moved)
+    html = build.build_report(moved).read_text()
+    assert len(images(html)) == 3 and html.count(">incomplete<") == 1
+    assert 'href="scenarios/scenario1/artifacts/home1/logs/boxlite.log"' in html
+
+
+def test_known_failures_seen_carry_the_tables_reason(run):
+    html = build.build_report(run).read_text()
+    assert "stale-get-info" in html
+    assert "get_info answers from the live handle&#39;s cached state" in html
+
+
+def test_a_corrupt_history_costs_only_its_timeline(run):
+    history = run / "scenarios" / "scenario0" / "history.jsonl"
+    history.write_text(history.read_text()[:-20])          # torn last line
+    html = build.build_report(run).read_text()
+    assert "line 19 is not valid JSON (truncated" in html
+    assert len(images(html)) == 2
+
+
+def test_ripout_and_soak_sections_show_placeholders_then_their_data(run):
+    html = build.build_report(run).read_text()
+    assert "No rip-out run in this folder" in html and "No soak run in this folder" in html
+    (run / "ripout.json").write_text(json.dumps([
+        {"fix": "failed-state", "runtime": "boxlite==0.10.7", "side": "fix reverted",
+         "verdict": "violated", "evidence": {"record": "gone"}}]))
+    (run / "soak.json").write_text(json.dumps({
+        "seed": 42, "samples": [{"step": i, "processes": 3 + i % 2, "zombies": 0}
+                                for i in range(10)]}))
+    html = build.build_report(run).read_text()
+    assert "failed-state" in html and "fix reverted" in html
+    assert "10 samples." in html and "seed" in html
+    assert len(images(html)) == 3 + 2                       # + processes, zombies trends
+
+
+def test_an_unreadable_ripout_file_is_reported_not_fatal(run):
+    (run / "ripout.json").write_text("{")
+    html = build.build_report(run).read_text()
+    assert "ripout.json could not be read" in html
+
+
+def test_the_timeline_pairs_operations_and_faults():
+    events = [{"t": 0.0, "kind": "meta", "event": "open"}] + [
+        {"t": t, "kind": kind, **fields} for t, kind, fields in history_events("b")]
+    tl = build_timeline(events)
+    ops = {(o.host, o.op): o for o in tl.operations}
+    assert (ops["host1", "start"].start, ops["host1", "start"].end) == (0.11, 3.0)
+    assert ops["host1", "start"].outcome == "fail"
+    assert ops["host1", "exit"].outcome == "pending"        # a host leaves without answering
+    assert ops["host1", "host_start"].end == 0.10           # paired without a request id
+    freeze, kill = tl.faults
+    assert (freeze.start, freeze.end, freeze.instant) == (0.40, 2.40, False)
+    assert (kill.start, kill.end, kill.instant) == (2.50, None, True)
+    assert tl.hosts == ["host1", "host2"] and tl.host_exits == {"host1": 3.30}
+    assert tl.processes == [(0.20, 3, 0), (3.10, 1, 1)] and tl.call_done == 3.50
+
+
+def test_a_history_written_by_the_harness_draws(tmp_path):
+    """The real writer's events (not hand-made ones) go through the same path."""
+    h = History(tmp_path / "scenarios" / "s" / "history.jsonl", {"scenario": "real"})
+    h.append("invoke", host="host1", op="start", req=1, args={})
+    h.append("ok", host="host1", op="start", req=1)
+    h.close()
+    html = build.build_report(tmp_path).read_text()
+    assert "real" in html and len(images(html)) == 1
