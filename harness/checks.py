@@ -109,7 +109,8 @@ def read_paths_agree(reads: Sequence[RecordRead], moment: str) -> Verdict:
                        ", ".join(f"{k}={v!r}" for k, v in values.items()))
     if ev["unreadable"]:
         return Verdict(cid, UNKNOWN, ev, "some read paths could not be read")
-    return Verdict(cid, HOLDS, ev, f"{len(values)} read paths agree on {next(iter(values.values()))!r}")
+    agreed = next(iter(values.values()))
+    return Verdict(cid, HOLDS, ev, f"{len(values)} read paths agree on {agreed!r}")
 
 
 @check("timeout_evidence")

@@ -27,9 +27,9 @@ FAILING = (FAIL, FIXED)
 @dataclass(frozen=True)
 class KnownFailure:
     id: str
-    check: str              # pattern over check ids (only * is a wildcard), e.g. "record_failed[live.get_info]"
+    check: str                  # pattern over check ids; only * is a wildcard
     versions: SpecifierSet
-    scenarios: tuple[str, ...]  # patterns over scenario node ids (only * is a wildcard) ("*" for all)
+    scenarios: tuple[str, ...]  # patterns over scenario node ids ("*" for all)
     reason: str
     evidence: str
     upstream: str = ""

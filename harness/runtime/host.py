@@ -188,7 +188,8 @@ class RuntimeHost:
     def call(self, op: str, timeout_s: float = 60.0, **args: Any) -> Any:
         return self.result(self.send(op, **args), timeout_s)
 
-    def try_call(self, op: str, timeout_s: float = 60.0, **args: Any) -> tuple[Any, RuntimeOpError | None]:
+    def try_call(self, op: str, timeout_s: float = 60.0,
+                 **args: Any) -> tuple[Any, RuntimeOpError | None]:
         """Like call, but a runtime error is returned instead of raised."""
         try:
             return self.call(op, timeout_s, **args), None
