@@ -371,3 +371,27 @@ def owner_wait(expected: int, got: int | None, error: str | None) -> Verdict:
         return Verdict("owner_wait", HOLDS, ev, f"own wait returned exit code {got}")
     return Verdict("owner_wait", VIOLATED, ev,
                    f"own wait returned {got!r} ({error or 'no error'}), expected {expected}")
+
+
+@check("disks_follow_record")
+def disks_follow_record(read: RecordRead, disks: Sequence[str] | None) -> Verdict:
+    """The box's disks are on the host exactly while its record exists. Disks without a
+    record are orphaned: nothing will ever remove them (incident CL84LvGx7RBE). A record
+    without its disks names a box that can never start again. `disks` is None when the
+    box's folder could not be listed."""
+    cid = f"disks_follow_record[{read.path}]"
+    ev = {"read": read.to_json(), "disks": None if disks is None else list(disks)}
+    if read.error:
+        return Verdict(cid, UNKNOWN, ev, f"{read.path} could not be read: {read.error}")
+    if disks is None:
+        return Verdict(cid, UNKNOWN, ev, "the box's disks could not be listed")
+    if not read.present and disks:
+        return Verdict(cid, VIOLATED, ev, f"no record in {read.path}, yet {len(disks)} disk(s) "
+                       f"are left on the host: {', '.join(disks)}")
+    if read.present and not disks:
+        return Verdict(cid, VIOLATED, ev, f"{read.path} holds the record ({read.status!r}) "
+                       "but its disks are gone")
+    if disks:
+        return Verdict(cid, HOLDS, ev, f"record ({read.status!r}) and {len(disks)} disk(s) "
+                       f"present: {', '.join(disks)}")
+    return Verdict(cid, HOLDS, ev, "neither a record nor disks: the box is gone entirely")

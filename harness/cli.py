@@ -1,4 +1,4 @@
-"""`boxlite-chaos`: doctor | gate | report.
+"""`boxlite-chaos`: doctor | gate | report | repro.
 
 Bad input (an unknown runtime version, a missing /dev/kvm, an unknown scenario) is reported in
 one line naming the problem, with a non-zero exit; never a traceback.
@@ -52,10 +52,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
     from harness.doctor import check_kvm
     RuntimeSpec.parse(args.runtime)         # a malformed spec fails before anything starts
+    targets = resolve_scenarios(args.scenario) if args.scenario else [str(SCENARIOS)]
     ok, why = check_kvm()
     if not ok:
         raise SetupError(f"the gate cannot run: {why}")
-    targets = resolve_scenarios(args.scenario) if args.scenario else [str(SCENARIOS)]
     report = Path(args.report).resolve() if args.report else _new_report_dir("gate")
     report.mkdir(parents=True, exist_ok=True)
     os.environ["BOXLITE_CHAOS_REPORT"] = str(report)
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="rebuild the HTML report of a run folder")
     r.add_argument("run")
     r.set_defaults(fn=cmd_report)
+
+    from harness import repro
+    repro.add_parser(sub)
     return p
 
 

@@ -7,6 +7,7 @@ reported by `read_history` with its line number instead of being silently droppe
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -24,7 +25,8 @@ class History:
     def __init__(self, path: Path, meta: dict[str, Any] | None = None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "a", buffering=1, encoding="utf-8")
+        # One os.write per event on an O_APPEND descriptor: a SIGKILL cannot tear a line.
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._lock = threading.Lock()
         self.t0 = time.monotonic()
         self.append("meta", event="open", wall=datetime.now(UTC).isoformat(),
@@ -38,18 +40,21 @@ class History:
             raise ValueError(f"unknown history kind {kind!r}")
         event = {"t": round(self.now(), 4), "kind": kind, **fields}
         line = json.dumps(event, default=str, sort_keys=False)
+        data = (line + "\n").encode("utf-8")
         with self._lock:
-            if self._fh.closed:
+            if self._fd is None:
                 return event
-            self._fh.write(line + "\n")
-            # flush, not fsync: surviving SIGKILL of the harness needs only the page cache.
-            self._fh.flush()
+            # No fsync: surviving SIGKILL of the harness needs only the page cache.
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
         return event
 
     def close(self) -> None:
         with self._lock:
-            if not self._fh.closed:
-                self._fh.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -57,8 +62,13 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise HistoryError(f"history {path}: no such file")
     events = []
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        for n, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise HistoryError(f"history {path}: line {n} is not UTF-8 "
+                                   f"(byte {exc.start + 1})") from exc
             if not line.strip():
                 continue
             try:

@@ -57,7 +57,7 @@ def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
             out.append(KnownFailure(raw["id"], raw["check"], SpecifierSet(raw["versions"]),
                                     (scen,) if isinstance(scen, str) else tuple(scen),
                                     raw["reason"], raw["evidence"], raw.get("upstream", "")))
-        except (KeyError, InvalidSpecifier) as exc:
+        except (KeyError, TypeError, AttributeError, InvalidSpecifier) as exc:
             raise SetupError(f"known-failures table {path}: entry {i} is malformed: {exc!r}") \
                 from exc
     return out

@@ -34,7 +34,7 @@ from harness.image import busybox_image
 from harness.known import Judgement, load_table
 from harness.observe.processes import become_subreaper
 from harness.observe.records import RecordRead, read_host, read_store
-from harness.report.timeline import operations
+from harness.report.timeline import last_run, operations
 from harness.runtime.host import Flavour, RuntimeHost, RuntimeOpError
 from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime
 from harness.steps import START_BOUND_S, read_live
@@ -211,7 +211,7 @@ def extract_schedule(events: list[dict[str, Any]]) -> Schedule:
 def load_schedule(history_path: Path) -> Schedule:
     """Read a history (a corrupt or truncated line is a HistoryError naming it) and extract
     its schedule."""
-    return extract_schedule(read_history(Path(history_path)))
+    return extract_schedule(last_run(read_history(Path(history_path))))
 
 
 # -- replaying -------------------------------------------------------------------------------

@@ -262,6 +262,10 @@ def test_timeout_evidence_unknown_on_an_empty_log():
 
 # -- no_zombies (records made by the ledger's own ProcRecord) -------------------------------
 
+GRACE = checks.ZOMBIE_GRACE_S     # the default grace of no_zombies
+LASTING = GRACE + 1.5             # how long a leaked zombie stays in these cases
+
+
 def zombie(pid: int, since: float, last: float, name: str = "boxlite-shim") -> dict:
     rec = ProcRecord(pid, 1000.0 + pid, name, 4242, "", first_seen=since, last_seen=last)
     rec.zombie_since = since
@@ -274,19 +278,25 @@ def test_no_zombies_holds_when_zombies_are_reaped_within_the_grace():
     assert "2 reaped" in v.summary
 
 
+def test_no_zombies_grace_is_a_parameter():
+    zs = [zombie(12, 1.0, 2.5)]
+    assert checks.no_zombies(zs, samples=40, grace_s=1.0).status == VIOLATED
+    assert checks.no_zombies(zs, samples=40, grace_s=2.0).status == HOLDS
+
+
 def test_no_zombies_holds_with_no_zombie_at_all():
     assert checks.no_zombies([], samples=5).status == HOLDS
 
 
 def test_no_zombies_violated_by_a_lasting_zombie():
-    v = checks.no_zombies([zombie(11, 2.0, 2.1), zombie(12, 1.0, 4.5)], samples=40)
+    v = checks.no_zombies([zombie(11, 2.0, 2.1), zombie(12, 1.0, 1.0 + LASTING)], samples=40)
     assert v.status == VIOLATED
     assert "boxlite-shim[12] under 4242" in v.summary
     assert [z["pid"] for z in v.evidence["lasting"]] == [12]
 
 
 def test_no_zombies_violated_even_when_some_samples_failed():
-    v = checks.no_zombies([zombie(12, 1.0, 4.5)], samples=40,
+    v = checks.no_zombies([zombie(12, 1.0, 1.0 + LASTING)], samples=40,
                           sampling_errors=["reading pid 99 failed: AccessDenied"])
     assert v.status == VIOLATED
 
@@ -800,7 +810,7 @@ VIOLATING: dict[str, Callable[[], Verdict]] = {
     "record_failed": lambda: checks.record_failed(store(status="configured"), "timeout"),
     "read_paths_agree": lambda: checks.read_paths_agree([live("configured"), store()], "live"),
     "timeout_evidence": lambda: checks.timeout_evidence(None, 100),
-    "no_zombies": lambda: checks.no_zombies([zombie(5, 0.0, 3.0)], samples=30),
+    "no_zombies": lambda: checks.no_zombies([zombie(5, 0.0, LASTING)], samples=30),
     "nothing_left_running": lambda: checks.nothing_left_running([proc(5)], observed=1),
     "faults_healed": lambda: checks.faults_healed([{"fault": "f", "injected": True,
                                                     "healed": False, "heal_error": None}]),
@@ -820,6 +830,9 @@ VIOLATING: dict[str, Callable[[], Verdict]] = {
     "ledger_settled": lambda: checks.ledger_settled({"fds": 1}, {"fds": 9},
                                                     {"fds": RULES["fds"]}),
     "owner_wait": lambda: checks.owner_wait(3, 0, None),
+    # Holding and unknown cases: tests/test_disks_check.py.
+    "disks_follow_record": lambda: registered("disks_follow_record")(store(present=False),
+                                                                     ["disk.qcow2"]),
 }
 
 

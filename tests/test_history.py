@@ -108,9 +108,6 @@ def test_a_missing_history_is_a_clear_error(tmp_path):
     assert str(path) in str(exc.value)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason=(
-    "harness bug: a history with a byte that is not UTF-8 raises UnicodeDecodeError from "
-    "read_history, not a HistoryError naming the line"))
 def test_a_line_that_is_not_utf8_is_named(tmp_path):
     path = tmp_path / "h.jsonl"
     path.write_bytes(json.dumps(META).encode() + b"\n" + b'{"t": 1, "kind": "\xff"}\n')

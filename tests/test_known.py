@@ -189,9 +189,6 @@ def test_a_table_entry_may_name_several_scenarios(tmp_path):
     assert not k.applies("record_failed[x]", "1.0.0", "test_c[1]")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "harness bug: load_table catches only KeyError and InvalidSpecifier, so a field of the "
-    "wrong type (versions = 5, scenarios = 5) escapes as a TypeError instead of SetupError"))
 @pytest.mark.parametrize("bad", ['versions = "==1.0.0"\nscenarios = 5', "versions = 5"])
 def test_a_field_of_the_wrong_type_is_a_setup_error(tmp_path, bad):
     path = tmp_path / "t.toml"

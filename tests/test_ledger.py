@@ -16,10 +16,11 @@ import pytest
 
 from harness import checks
 from harness.checks import HOLDS, UNKNOWN, VIOLATED
-from harness.observe.processes import ProcessLedger, ProcRecord, classify
+from harness.observe.processes import ProcessLedger, ProcRecord, become_subreaper, classify
 from harness.wait import wait_for
 
 INTERVAL = 0.05
+GRACE_S = 1.0       # the leaks below last over 1.2 s: judged with this grace, not the default
 
 
 def sample_for(ledger: ProcessLedger, seconds: float) -> None:
@@ -31,9 +32,10 @@ def sample_for(ledger: ProcessLedger, seconds: float) -> None:
 
 
 def zombie_verdict(ledger: ProcessLedger) -> checks.Verdict:
-    # Exactly as Chaos.conclude feeds the check.
+    # As Chaos.conclude feeds the check, with a grace short enough for a fast test.
     return checks.no_zombies([r.to_json() for r in ledger.zombie_records()],
-                             len(ledger.samples), sampling_errors=ledger.errors)
+                             len(ledger.samples), grace_s=GRACE_S,
+                             sampling_errors=ledger.errors)
 
 
 @contextlib.contextmanager
@@ -96,34 +98,70 @@ def test_a_zombie_leaked_by_a_descendant_is_a_violation_while_the_thread_samples
     assert v.evidence["lasting"][0]["ppid"] == parent.pid
 
 
+ORPHANER = """
+import os, sys, time
+pid = os.fork()
+if pid == 0:
+    time.sleep(0.8)          # outlives its parent, then exits: an orphan's zombie
+    os._exit(0)
+print(pid, flush=True)
+time.sleep(0.4)              # long enough for the ledger to see the child under us first
+"""
+
+
 def test_an_adopted_orphan_is_reaped_within_the_grace():
-    # A process under us that we do not wait on is an orphan the subreaper adopted: the
-    # ledger reaps it, so it never lasts as a zombie.
+    # A process re-parented to the harness (the subreaper) is an orphan nobody else will
+    # wait for: the ledger reaps it, so it never lasts as a zombie.
+    assert become_subreaper()       # as the plugin does in every session of this project
     ledger = ProcessLedger(interval_s=INTERVAL)
     with running(ledger):
-        child = subprocess.Popen(["sleep", "0.3"])
-        wait_for(lambda: any(r.pid == child.pid and r.gone_at is not None
+        parent = subprocess.Popen([sys.executable, "-c", ORPHANER], stdout=subprocess.PIPE,
+                                  text=True)
+        ledger.own_children.add(parent.pid)
+        orphan = int(parent.stdout.readline())
+        assert parent.wait(timeout=5) == 0
+        parent.stdout.close()
+        wait_for(lambda: any(r.pid == orphan and r.gone_at is not None
                              for r in list(ledger.records.values())), 5,
                  "the orphan to be reaped")
-    rec = next(r for r in ledger.records.values() if r.pid == child.pid)
+    rec = next(r for r in ledger.records.values() if r.pid == orphan)
     assert rec.adopted
+    assert [p for _, p in rec.ppids] == [parent.pid, os.getpid()]
+    assert rec.zombie_since is not None
     v = zombie_verdict(ledger)
     assert v.status == HOLDS, v.summary
-    child.wait(timeout=5)
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).create_time() != \
+        rec.create_time
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "harness bug: a direct child of the harness that exits before the ledger first sees it "
-    "(e.g. a runtime host that crashes on start, before HostFactory.start returns and "
-    "own_children.add runs) has an unreadable cmdline, is classified 'other', judged "
-    "'adopted', and reaped by the ledger: Popen then reports exit status 0"))
-def test_the_ledger_does_not_steal_the_exit_status_of_a_dying_host():
+def test_a_runtime_process_directly_under_us_is_adopted_and_reaped():
+    # A shim is never the harness's own child: found under us, it was orphaned.
+    ledger = ProcessLedger(interval_s=INTERVAL)
+    with running(ledger):
+        shim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.4)",
+                                 "/home/boxes/b1/bin/boxlite-shim"])
+        wait_for(lambda: any(r.pid == shim.pid and r.gone_at is not None
+                             for r in list(ledger.records.values())), 5,
+                 "the shim to be reaped")
+    rec = next(r for r in ledger.records.values() if r.pid == shim.pid)
+    assert rec.adopted and classify(rec.name, rec.cmd) == "shim"
+    assert zombie_verdict(ledger).status == HOLDS
+    shim.wait(timeout=5)
+
+
+def test_the_ledger_does_not_steal_the_exit_status_of_a_direct_child():
+    # A host that crashes on start, before HostFactory.start returns (and registers it in
+    # own_children), is first seen as a zombie with an unreadable command line: it is our
+    # own child, so the ledger must leave its exit status to us.
     ledger = ProcessLedger(interval_s=INTERVAL)
     ledger.snapshot_baseline()
     host = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)", "host_main.py"])
     wait_for(lambda: psutil.Process(host.pid).status() == psutil.STATUS_ZOMBIE, 5,
              "the host to exit")
     ledger.sample()                     # first sight: already a zombie
+    ledger.sample()
+    (rec,) = [r for r in ledger.records.values() if r.pid == host.pid]
+    assert not rec.adopted
     assert host.wait(timeout=5) == 3
 
 
@@ -228,6 +266,33 @@ def test_a_probe_that_cannot_read_a_process_makes_no_zombies_unknown():
     ledger.sample()
     assert ledger.errors and "reading pid 1 failed" in ledger.errors[0]
     assert zombie_verdict(ledger).status == UNKNOWN
+
+
+def test_a_failed_listing_does_not_mark_running_processes_gone():
+    fail_next = []
+
+    def flaky() -> list[psutil.Process]:
+        if fail_next:
+            fail_next.pop()
+            raise psutil.AccessDenied(pid=os.getpid())
+        return psutil.Process(os.getpid()).children(recursive=True)
+
+    ledger = ProcessLedger(interval_s=INTERVAL, list_procs=flaky)
+    ledger.snapshot_baseline()
+    proc = subprocess.Popen(["sleep", "60"])
+    ledger.own_children.add(proc.pid)
+    try:
+        ledger.sample()
+        fail_next.append(True)
+        ledger.sample()                 # this one cannot list
+        ledger.sample()
+        assert ledger.errors
+        (rec,) = [r for r in ledger.records.values() if r.pid == proc.pid]
+        assert ledger.alive(rec)
+        assert rec.gone_at is None
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def test_a_ledger_without_samples_judges_nothing():

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from harness.history import History
+from harness.history import History, read_history
 from harness.known import KnownFailure
 from harness.report import build
-from harness.report.timeline import build_timeline
+from harness.report.timeline import build_timeline, last_run
 
 PASSING = "scenarios/init/test_a.py::test_passes"
 FAILING = "scenarios/init/test_b.py::test_fails[exit]"
@@ -201,3 +201,22 @@ def test_a_history_written_by_the_harness_draws(tmp_path):
     h.close()
     html = build.build_report(tmp_path).read_text()
     assert "real" in html and len(images(html)) == 1
+
+
+def test_a_folder_left_by_an_earlier_run_is_not_reported(run):
+    stale = history_events("old") + [(3.6, "meta", {"event": "outcome", "outcome": "passed"})]
+    write_history(run / "scenarios" / "earlier" / "history.jsonl", "scenarios/old.py::t", stale)
+    html = build.build_report(run).read_text()
+    assert "scenarios/old.py::t" not in html
+    assert json.loads((run / "summary.json").read_text())["incomplete"] == [KILLED]
+
+
+def test_a_rerun_into_the_same_folder_draws_only_the_last_run(run):
+    history = run / "scenarios" / "scenario0" / "history.jsonl"
+    with open(history, "a") as fh:         # History opens in append mode
+        for e in [{"t": 0.0, "kind": "meta", "event": "open", "scenario": PASSING},
+                  {"t": 0.5, "kind": "invoke", "host": "host9", "op": "create", "req": 1}]:
+            fh.write(json.dumps(e) + "\n")
+    tl = build_timeline(last_run(read_history(history)))
+    assert [(o.host, o.op) for o in tl.operations] == [("host9", "create")]
+    assert len(images(build.build_report(run).read_text())) == 3

@@ -113,18 +113,18 @@ class ProcessLedger:
 
     # -- sampling -------------------------------------------------------------------------
     def snapshot_baseline(self) -> None:
-        for p in self._safe_list():
+        for p in self._safe_list() or []:
             try:
                 self.baseline.add((p.pid, p.create_time()))
             except psutil.Error:
                 pass
 
-    def _safe_list(self) -> list[psutil.Process]:
+    def _safe_list(self) -> list[psutil.Process] | None:
         try:
             return list(self._list())
         except psutil.Error as exc:
             self.errors.append(f"listing descendants failed: {exc!r}")
-            return []
+            return None
 
     def sample(self) -> Sample:
         # Scenarios sample synchronously too (to judge what is alive *now*): one at a time.
@@ -136,7 +136,9 @@ class ProcessLedger:
         seen: set[Key] = set()
         zombies = []
         by_name: dict[str, int] = {}
-        for p in self._safe_list():
+        listed = self._safe_list()
+        unread: set[int] = set()
+        for p in listed or []:
             try:
                 with p.oneshot():
                     key = (p.pid, p.create_time())
@@ -157,6 +159,7 @@ class ProcessLedger:
                 continue
             except psutil.Error as exc:
                 self.errors.append(f"reading pid {p.pid} failed: {exc!r}")
+                unread.add(p.pid)
                 continue
             seen.add(key)
             rec.last_seen = now
@@ -166,9 +169,11 @@ class ProcessLedger:
                 rec.ppids.append((round(now, 3), ppid))
                 rec.ppid = ppid
             kind = classify(rec.name, rec.cmd)
-            # Hosts are our own children (we wait on them); anything else under us is an
-            # orphan the subreaper adopted.
-            if ppid == self.root_pid and p.pid not in self.own_children and kind != "host":
+            # An orphan the subreaper adopted: seen under another parent first, or a runtime
+            # process (which is never our own child) found under us. Anything else directly
+            # under us is a child the harness spawned and waits on itself: never reaped here.
+            if ppid == self.root_pid and p.pid not in self.own_children and (
+                    rec.ppids[0][1] != self.root_pid or kind in ("shim", "vm", "bwrap")):
                 rec.adopted = True
             by_name[kind] = by_name.get(kind, 0) + 1
             if status == psutil.STATUS_ZOMBIE:
@@ -177,8 +182,11 @@ class ProcessLedger:
                 zombies.append({"pid": p.pid, "ppid": ppid, "name": rec.name, "kind": kind})
                 if rec.adopted:
                     self._reap(p.pid)
-        for key, rec in self.records.items():
-            if key not in seen and rec.gone_at is None:
+        for key, rec in list(self.records.items()):
+            if key in seen:
+                rec.gone_at = None
+            elif listed is not None and rec.pid not in unread and rec.gone_at is None:
+                # Gone only when the listing worked and the process was really absent.
                 rec.gone_at = now
         s = Sample(round(now, 3), len(seen), zombies, by_name)
         with self._lock:
@@ -214,8 +222,12 @@ class ProcessLedger:
         self.sample()
 
     # -- questions ------------------------------------------------------------------------
+    def _records(self) -> list[ProcRecord]:
+        with self._sample_lock:             # a snapshot: the sampler thread adds records
+            return list(self.records.values())
+
     def kinds(self, *kinds: str) -> list[ProcRecord]:
-        return [r for r in self.records.values() if classify(r.name, r.cmd) in kinds]
+        return [r for r in self._records() if classify(r.name, r.cmd) in kinds]
 
     def alive(self, rec: ProcRecord) -> bool:
         """Still running (not a zombie) and still the same process (pid plus start time)."""
@@ -226,11 +238,11 @@ class ProcessLedger:
             return False
 
     def leftovers(self, kinds: tuple[str, ...] | None = None) -> list[ProcRecord]:
-        recs = self.records.values() if kinds is None else self.kinds(*kinds)
+        recs = self._records() if kinds is None else self.kinds(*kinds)
         return [r for r in recs if self.alive(r)]
 
     def zombie_records(self) -> list[ProcRecord]:
-        return [r for r in self.records.values()
+        return [r for r in self._records()
                 if r.zombie_since is not None and r.pid not in self.exempt]
 
     def kill_leftovers(self, wait_s: float = 5.0) -> list[dict[str, Any]]:

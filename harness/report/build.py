@@ -20,9 +20,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from harness.errors import HarnessError
 from harness.history import read_history
+from harness.errors import HistoryError
 from harness.known import FAILING, FIXED, KNOWN, KnownFailure, load_table
 from harness.report.plots import timeline_png, trend_pngs
-from harness.report.timeline import Timeline, build_timeline
+from harness.report.timeline import Timeline, build_timeline, last_run
 
 MAX_ARTIFACT_LINKS = 200
 
@@ -31,7 +32,16 @@ def load_results(run: Path) -> list[dict[str, Any]]:
     path = run / "results.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise HistoryError(f"results {path}: line {n} is not valid JSON (a run killed "
+                               f"mid-write?): {exc.msg} at column {exc.colno}") from exc
+    return out
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -95,19 +105,23 @@ def _read_samples(workdir: Path) -> list[dict[str, Any]] | None:
         return None
 
 
-def _draw(view: ScenarioView, workdir: Path) -> Timeline | None:
+def _read_timeline(view: ScenarioView, workdir: Path) -> Timeline | None:
     try:
-        tl = build_timeline(read_history(workdir / "history.jsonl"))
+        return build_timeline(last_run(read_history(workdir / "history.jsonl")))
     except HarnessError as exc:
         view.timeline_error = str(exc)
         return None
+
+
+def _draw(view: ScenarioView, workdir: Path, tl: Timeline | None) -> None:
+    if tl is None:
+        return
     try:
         view.timeline = timeline_png(tl, _read_samples(workdir))
     except Exception as exc:  # noqa: BLE001 - one undrawable timeline must not cost the report
         view.timeline_error = f"the timeline could not be drawn: {exc!r}"
     view.faults = [f"{f.name} at {f.start:.2f}s" + (f", healed at {f.end:.2f}s"
                    if f.end is not None and not f.instant else "") for f in tl.faults]
-    return tl
 
 
 def _link_files(run: Path, view: ScenarioView, workdir: Path) -> None:
@@ -123,7 +137,8 @@ def _link_files(run: Path, view: ScenarioView, workdir: Path) -> None:
 
 
 def scenario_views(run: Path, results: list[dict[str, Any]]) -> list[ScenarioView]:
-    """One view per result, plus one per scenario folder whose harness left no result."""
+    """One view per result, plus one per scenario folder whose harness died before its
+    result (its history has no outcome); folders left by an earlier run are not this run's."""
     views, seen = [], set()
     for r in sorted(results, key=lambda r: (r["nodeid"], r["runtime"])):
         view = ScenarioView(r["nodeid"], r["runtime"], r["outcome"], r.get("duration_s"),
@@ -131,7 +146,7 @@ def scenario_views(run: Path, results: list[dict[str, Any]]) -> list[ScenarioVie
         workdir = _workdir(run, r.get("workdir"))
         if workdir is not None and workdir.is_dir():
             seen.add(workdir.resolve())
-            _draw(view, workdir)
+            _draw(view, workdir, _read_timeline(view, workdir))
             _link_files(run, view, workdir)
         else:
             view.timeline_error = f"the scenario folder {r.get('workdir')} is missing"
@@ -141,7 +156,10 @@ def scenario_views(run: Path, results: list[dict[str, Any]]) -> list[ScenarioVie
         if workdir.resolve() in seen:
             continue
         view = ScenarioView(workdir.name, "?", "incomplete", None, [], _anchor(workdir.name, ""))
-        tl = _draw(view, workdir)
+        tl = _read_timeline(view, workdir)
+        if tl is not None and tl.complete:
+            continue
+        _draw(view, workdir, tl)
         if tl is not None:
             view.nodeid = tl.meta.get("scenario", workdir.name)
             view.runtime = tl.meta.get("runtime", "?")

@@ -117,6 +117,13 @@ def fault_spans(events: list[dict[str, Any]]) -> list[FaultSpan]:
     return out
 
 
+def last_run(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events since the last `open`: a scenario rerun into the same folder appends a new
+    run to the same history, on a clock that starts again at 0."""
+    opens = [i for i, e in enumerate(events) if e["kind"] == "meta" and e.get("event") == "open"]
+    return events[opens[-1]:] if opens else events
+
+
 def build_timeline(events: list[dict[str, Any]]) -> Timeline:
     metas = [e for e in events if e["kind"] == "meta"]
     tl = Timeline({**(metas[0] if metas else {}), "events": metas},

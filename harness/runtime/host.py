@@ -105,11 +105,19 @@ class RuntimeHost:
         stderr.close()
         self.create_time = psutil.Process(self.proc.pid).create_time()
         threading.Thread(target=self._read, name=f"{self.name}-reader", daemon=True).start()
-        self._note("invoke", op="host_start", pid=self.proc.pid, flavour=self.flavour.label)
-        if not self._ready.wait(READY_TIMEOUT_S):
-            self.kill()
-            raise HostError(f"{self.name} (pid {self.proc.pid}) did not say ready within "
-                            f"{READY_TIMEOUT_S:.0f}s; see {self.workdir / (self.name + '.stderr')}")
+        self._note("invoke", op="host_start", pid=self.proc.pid, flavour=self.flavour.label,
+                   home=str(self.home))
+        deadline = Deadline(READY_TIMEOUT_S, f"{self.name} to say ready")
+        stderr_path = self.workdir / f"{self.name}.stderr"
+        while not self._ready.wait(0.1):
+            if self.proc.poll() is not None:
+                tail = stderr_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise HostError(f"{self.name} exited with {self.proc.returncode} before it "
+                                f"was ready: {' | '.join(tail)}")
+            if deadline.expired():
+                self.kill()
+                raise HostError(f"{self.name} (pid {self.proc.pid}) did not say ready within "
+                                f"{READY_TIMEOUT_S:.0f}s; see {stderr_path}")
         self._note("ok", op="host_start", pid=self.proc.pid)
         return self
 

@@ -4,8 +4,9 @@ initializing (in the guest-connect wait), guest hung (frozen at spawn), and fail
 Graceful flavours (our runner's handler, the SDK's own) must exit and end every box process
 within 60 s of the signal, none outliving the host. Without a shutdown (no handler, SIGKILL),
 what the host left is recorded as facts, and every box process it left must end within the
-shim watchdog's bound. Either way a restarted host must find every record final, and every
-box that had failed still failed with its cause.
+shim watchdog's bound. Either way a restarted host must find no record unsettled (a start
+cut short leaves its box `configured`, by the runtime's design), every box that had failed
+still failed with its cause, and every read path agreeing.
 """
 
 import pytest
