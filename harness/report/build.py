@@ -18,9 +18,8 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, HistoryError
 from harness.history import read_history
-from harness.errors import HistoryError
 from harness.known import FAILING, FIXED, KNOWN, KnownFailure, load_table
 from harness.report.plots import timeline_png, trend_pngs
 from harness.report.timeline import Timeline, build_timeline, last_run
