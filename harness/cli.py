@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run")
     r.set_defaults(fn=cmd_report)
 
-    from harness import repro
+    from harness import bench_ledger, repro
     repro.add_parser(sub)
+    bench_ledger.add_parser(sub)
     return p
 
 

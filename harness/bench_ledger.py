@@ -1,0 +1,86 @@
+"""Benchmark of the process ledger: its CPU overhead while sampling N processes, and its
+detection latency from a zombie appearing to the ledger seeing it. Prints figures; it is not
+a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import time
+
+from harness.observe.processes import ProcessLedger
+from harness.wait import wait_for
+
+
+def overhead(n_procs: int, seconds: float, interval_s: float) -> dict[str, float]:
+    procs = [subprocess.Popen(["sleep", "600"]) for _ in range(n_procs)]
+    try:
+        ledger = ProcessLedger(interval_s=interval_s)
+        ledger.own_children.update(p.pid for p in procs)
+        t_cpu, t_wall = time.process_time(), time.monotonic()
+        ledger.start()
+        time.sleep(seconds)
+        ledger.stop()
+        cpu, wall = time.process_time() - t_cpu, time.monotonic() - t_wall
+        return {"procs": n_procs, "interval_s": interval_s, "samples": len(ledger.samples),
+                "cpu_s": cpu, "cpu_share_pct": 100 * cpu / wall,
+                "ms_per_sample": 1000 * cpu / max(1, len(ledger.samples))}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def detection_latency(trials: int, interval_s: float) -> list[float]:
+    out = []
+    ledger = ProcessLedger(interval_s=interval_s).start()
+    try:
+        for _ in range(trials):
+            child = subprocess.Popen(["true"])
+            ledger.own_children.add(child.pid)       # we reap it ourselves, after detection
+            # The zombie exists from the child's exit; poll /proc to timestamp that moment.
+            wait_for(lambda: _state(child.pid) == "Z", 5, "the child to become a zombie", 0.0005)
+            t_zombie = time.monotonic()
+            wait_for(lambda: any(r.pid == child.pid and r.zombie_since is not None
+                                 for r in ledger.zombie_records()), 5,
+                     "the ledger to see the zombie", 0.0005)
+            out.append(time.monotonic() - t_zombie)
+            child.wait()
+    finally:
+        ledger.stop()
+    return out
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "?"
+
+
+def main(args: argparse.Namespace) -> int:
+    print(f"process ledger benchmark on {os.cpu_count()} cores")
+    print(f"{'procs':>6} {'interval':>9} {'samples':>8} {'cpu %':>7} {'ms/sample':>10}")
+    for n in args.procs:
+        r = overhead(n, args.seconds, args.interval)
+        print(f"{r['procs']:>6} {r['interval_s']:>9.2f} {r['samples']:>8} "
+              f"{r['cpu_share_pct']:>7.2f} {r['ms_per_sample']:>10.2f}")
+    lat = sorted(detection_latency(args.trials, args.interval))
+    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+    print(f"zombie detection latency over {len(lat)} trials (interval {args.interval}s): "
+          f"p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * p95:.0f} ms, "
+          f"max {1000 * lat[-1]:.0f} ms")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench-ledger", help="sampler CPU overhead and zombie detection latency")
+    p.add_argument("--procs", type=int, nargs="+", default=[5, 25, 100])
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--interval", type=float, default=0.1)
+    p.add_argument("--trials", type=int, default=30)
+    p.set_defaults(fn=main)
