@@ -42,10 +42,11 @@ def detection_latency(trials: int, interval_s: float) -> list[float]:
             child = subprocess.Popen(["true"])
             ledger.own_children.add(child.pid)       # we reap it ourselves, after detection
             # The zombie exists from the child's exit; poll /proc to timestamp that moment.
-            wait_for(lambda: _state(child.pid) == "Z", 5, "the child to become a zombie", 0.0005)
+            pid = child.pid
+            wait_for(lambda pid=pid: _state(pid) == "Z", 5, "the child to become a zombie", 0.0005)
             t_zombie = time.monotonic()
-            wait_for(lambda: any(r.pid == child.pid and r.zombie_since is not None
-                                 for r in ledger.zombie_records()), 5,
+            wait_for(lambda pid=pid: any(r.pid == pid and r.zombie_since is not None
+                                         for r in ledger.zombie_records()), 5,
                      "the ledger to see the zombie", 0.0005)
             out.append(time.monotonic() - t_zombie)
             child.wait()
