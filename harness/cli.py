@@ -104,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run")
     r.set_defaults(fn=cmd_report)
 
-    from harness import bench_ledger, repro
+    from harness import bench_ledger, repro, shutdown
     repro.add_parser(sub)
     bench_ledger.add_parser(sub)
+    shutdown.add_parser(sub)
     return p
 
 

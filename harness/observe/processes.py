@@ -155,6 +155,17 @@ class ProcessLedger:
                             cmd = ""
                         rec = ProcRecord(p.pid, key[1], name, ppid, cmd, now, now)
                         self.records[key] = rec
+                    elif name != rec.name and status != psutil.STATUS_ZOMBIE:
+                        # First seen between fork and exec (or renamed, like the shim's
+                        # 'libkrun VM'): take the new identity, keep the old name visible.
+                        try:
+                            rec.cmd = " ".join(p.cmdline())[:300] or rec.cmd
+                        except psutil.Error:
+                            pass
+                        if not rec.name.startswith("libkrun") and not name.startswith("libkrun"):
+                            rec.name = name
+                        elif name.startswith("libkrun"):
+                            rec.name = name
             except psutil.NoSuchProcess:
                 continue
             except psutil.Error as exc:

@@ -37,10 +37,14 @@ class Flavour:
     sigterm: str = "none"           # none | graceful | sdk
     shutdown_timeout: int = 25
     reaper: str = "none"            # none | global
+    registries: tuple[str, ...] = ()
 
     def argv(self) -> list[str]:
-        return ["--runtime", self.runtime, "--sigterm", self.sigterm,
-                "--shutdown-timeout", str(self.shutdown_timeout), "--reaper", self.reaper]
+        out = ["--runtime", self.runtime, "--sigterm", self.sigterm,
+               "--shutdown-timeout", str(self.shutdown_timeout), "--reaper", self.reaper]
+        for reg in self.registries:
+            out += ["--registry", reg]
+        return out
 
     @property
     def label(self) -> str:

@@ -82,7 +82,11 @@ class Host:
         if args.runtime == "default":
             self.rt = boxlite.Boxlite.default()
         else:
-            self.rt = boxlite.Boxlite(boxlite.Options(home_dir=args.home))
+            registries = [boxlite.ImageRegistry(host=h, transport="http", search=True)
+                          for h in args.registry]
+            opts = (boxlite.Options(home_dir=args.home, image_registries=registries)
+                    if registries else boxlite.Options(home_dir=args.home))
+            self.rt = boxlite.Boxlite(opts)
 
     async def handle(self, op: str, a: dict):
         fn = getattr(self, "op_" + op, None)
@@ -262,6 +266,8 @@ def main() -> None:
     p.add_argument("--sigterm", choices=("none", "graceful", "sdk"), default="none")
     p.add_argument("--shutdown-timeout", type=int, default=25)
     p.add_argument("--reaper", choices=("none", "global"), default="none")
+    p.add_argument("--registry", action="append", default=[],
+                   help="an http image registry on loopback (host:port), searched first")
     args = p.parse_args()
     asyncio.run(serve(args))
 

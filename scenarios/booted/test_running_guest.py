@@ -17,6 +17,7 @@ from harness import checks
 from harness.faults.shim import box_tree, freeze_box, kill_shim, wait_for_shim
 from harness.observe.records import store_rows
 from harness.runtime.host import RUNNER, RuntimeOpError
+from harness.shutdown import SHUTDOWN_BOUND_S
 from harness.steps import create_box, read_live
 from harness.wait import wait_for
 
@@ -26,7 +27,6 @@ KEEPALIVE = ["sleep", "100000"]
 WRITER = ("i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo \"rec $i\" >> /data/log; "
           "sync; echo \"ack $i\"; done")
 STOP_BOUND_S = 30.0
-SHUTDOWN_BOUND_S = 60.0
 
 
 def running_box(chaos, host, name):
