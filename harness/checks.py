@@ -395,3 +395,21 @@ def disks_follow_record(read: RecordRead, disks: Sequence[str] | None) -> Verdic
         return Verdict(cid, HOLDS, ev, f"record ({read.status!r}) and {len(disks)} disk(s) "
                        f"present: {', '.join(disks)}")
     return Verdict(cid, HOLDS, ev, "neither a record nor disks: the box is gone entirely")
+
+
+@check("runtime_shutdown_ran")
+def runtime_shutdown_ran(log_after_signal: str | None, exit_code: int | None) -> Verdict:
+    """On SIGTERM the runtime ran its own graceful shutdown (its log says it completed) and the
+    process then exited cleanly: the runner's SIGTERM wiring, seen through the runtime."""
+    ev = {"exit_code": exit_code, "log_tail": (log_after_signal or "")[-600:]}
+    if log_after_signal is None:
+        return Verdict("runtime_shutdown_ran", UNKNOWN, ev, "the runtime log could not be read")
+    done = "Runtime shutdown complete" in log_after_signal
+    ev["shutdown_logged"] = done
+    if not done:
+        return Verdict("runtime_shutdown_ran", VIOLATED, ev,
+                       f"no runtime shutdown in the log after SIGTERM (exit {exit_code})")
+    if exit_code != 0:
+        return Verdict("runtime_shutdown_ran", VIOLATED, ev,
+                       f"shutdown logged but the process exited {exit_code}")
+    return Verdict("runtime_shutdown_ran", HOLDS, ev, "shutdown completed, exit 0")

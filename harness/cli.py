@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run")
     r.set_defaults(fn=cmd_report)
 
-    from harness import bench_ledger, repro, shutdown
+    from harness import bench_ledger, repro, ripout, shutdown
     repro.add_parser(sub)
+    ripout.add_parser(sub)
     bench_ledger.add_parser(sub)
     shutdown.add_parser(sub)
     return p

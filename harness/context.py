@@ -7,6 +7,7 @@ hosts, waits out the shim watchdog, judges processes) and turns the verdicts int
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -45,6 +46,10 @@ class Chaos:
     ledger: ProcessLedger = field(init=False)
     factory: HostFactory = field(init=False)
     faults: FaultSet = field(init=False)
+    # Flavour fields forced on every host (rip-out runs put a reverted mechanism back), and
+    # image registries every host searches (pre-0.10 releases pull their guest base image).
+    overrides: dict[str, Any] = field(default_factory=dict)
+    registries: tuple[str, ...] = ()
     judgements: list[Judgement] = field(default_factory=list)
     concluded: bool = False
     teardown_report: dict[str, Any] = field(default_factory=dict)
@@ -72,12 +77,16 @@ class Chaos:
 
     # -- arranging ------------------------------------------------------------------------
     def host(self, flavour: Flavour = BARE, home: Path | None = None) -> RuntimeHost:
-        host = self.factory.start(home, flavour)
+        host = self.factory.start(home, self.effective(flavour))
         self.ledger.own_children.add(host.pid)
         return host
 
+    def effective(self, flavour: Flavour) -> Flavour:
+        return dataclasses.replace(flavour, **self.overrides,
+                                   registries=tuple(flavour.registries) + self.registries)
+
     def restart(self, old: RuntimeHost, flavour: Flavour | None = None) -> RuntimeHost:
-        host = self.factory.restart(old, flavour)
+        host = self.factory.restart(old, self.effective(flavour) if flavour else None)
         self.ledger.own_children.add(host.pid)
         return host
 

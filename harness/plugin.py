@@ -39,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--chaos-report", default=os.environ.get(REPORT_ENV),
                 help="folder for histories, verdicts and the report (default: a new folder "
                      "under reports/)")
+    g.addoption("--chaos-override", action="append", default=[], metavar="FIELD=VALUE",
+                help="force a host flavour field on every host (rip-out: sigterm=none, "
+                     "reaper=global)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -124,11 +127,49 @@ def _slug(nodeid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
 
 
+def flavour_overrides(items: list[str]) -> dict[str, object]:
+    import dataclasses
+
+    from harness.runtime.host import Flavour
+    fields = {f.name: f.type for f in dataclasses.fields(Flavour)}
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields or key == "registries":
+            raise pytest.UsageError(f"--chaos-override {item!r}: expected FIELD=VALUE with FIELD "
+                                    f"one of {sorted(k for k in fields if k != 'registries')}")
+        out[key] = int(value) if key == "shutdown_timeout" else value
+    return out
+
+
+@pytest.fixture(scope="session")
+def guest_registry(runtime_env, busybox, report_dir: Path):
+    """A loopback registry serving the guest base image, for releases that pull it."""
+    from harness.registry import LocalRegistry, needs_registry
+    if not needs_registry(runtime_env.version):
+        yield None
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    reg = LocalRegistry(report_dir / "registry" / worker)
+    try:
+        reg.start()
+        reg.push(busybox)
+    except HarnessError as exc:
+        reg.stop()
+        pytest.exit(f"boxlite-chaos: {exc}", returncode=exc.exit_code)
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
 @pytest.fixture
 def chaos(request: pytest.FixtureRequest, runtime_env, busybox, known_failures,
-          report_dir: Path):
+          report_dir: Path, guest_registry):
     ctx = Chaos(request.node.nodeid, report_dir / "scenarios" / _slug(request.node.nodeid),
-                runtime_env, busybox, known_failures)
+                runtime_env, busybox, known_failures,
+                overrides=flavour_overrides(request.config.getoption("--chaos-override")),
+                registries=(guest_registry.host,) if guest_registry else ())
     request.node.stash[chaos_key] = ctx
     try:
         yield ctx

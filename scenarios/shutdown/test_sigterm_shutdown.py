@@ -11,6 +11,8 @@ still failed with its cause, and every read path agreeing.
 
 import pytest
 
+from harness import checks
+from harness.observe.logs import runtime_log
 from harness.shutdown import CASES, arrange, failed_box_options, record_verdicts, signal_host
 
 pytestmark = pytest.mark.tier("init")
@@ -22,8 +24,12 @@ def test_host_stops_with_boxes_in_every_state(chaos, doctor_boots, case, n):
     case = CASES[case]
     host = chaos.host(case.flavour)
     boxes = arrange(host, chaos.faults, n, chaos.box_options(), failed_box_options(doctor_boots))
+    log_before = len(runtime_log(host.home))
 
     run = signal_host(host, chaos.ledger, chaos.faults, boxes, case)
+    if case.graceful:
+        chaos.judge(checks.runtime_shutdown_ran(runtime_log(host.home)[log_before:],
+                                                run.returncode))
     chaos.note(**run.facts())
     chaos.judge(*run.verdicts())
 
