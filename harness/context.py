@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +64,12 @@ class Chaos:
             "scenario": self.node_id, "runtime": self.env.spec.text,
             "runtime_version": self.env.version, "image": self.image.digest})
         self.ledger = ProcessLedger(on_sample=self._on_sample)
-        self.factory = HostFactory(self.env, self.workdir, self.history)
+        # Homes live under a short temporary folder (a unix socket path inside a home must
+        # fit in 108 bytes on 0.9.x); the scenario folder links to it.
+        self.homes_root = Path(tempfile.mkdtemp(prefix="bxc-", dir="/tmp"))
+        (self.workdir / "homes").symlink_to(self.homes_root)
+        self.history.append("meta", event="homes", path=str(self.homes_root))
+        self.factory = HostFactory(self.env, self.workdir, self.history, self.homes_root)
         self.faults = FaultSet(self.history)
         self._last_count = -1
         self.ledger.start()
@@ -155,6 +161,9 @@ class Chaos:
             self.teardown_report["killed"] = self.ledger.kill_leftovers()
             self.write_summary()
         self.history.close()
+        # The homes go with the scenario; what a failure needs was copied to artifacts/.
+        (self.workdir / "homes").unlink(missing_ok=True)
+        shutil.rmtree(self.homes_root, ignore_errors=True)
 
     def write_summary(self) -> None:
         (self.workdir / "verdicts.json").write_text(json.dumps({

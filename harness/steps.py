@@ -18,12 +18,18 @@ from harness.runtime.host import RuntimeHost, RuntimeOpError
 START_BOUND_S = 90.0
 
 
+# The runtime's guest-connect wait (GUEST_READY_TIMEOUT in released wheels).
+GUEST_READY_TIMEOUT_S = 30.0
+
+
 @dataclass
 class StartOutcome:
     box_id: str
     error: dict[str, Any] | None        # the runtime's error, or None if start succeeded
     elapsed_s: float
     host_alive: bool
+    t_start: float = 0.0                # monotonic
+    shim_pids: tuple[int, ...] = ()
 
 
 def create_box(chaos: Chaos, host: RuntimeHost, name: str | None = None, **options: Any) -> str:
@@ -42,6 +48,7 @@ def start_with_fault(chaos: Chaos, host: RuntimeHost, box_id: str, fault: str | 
 
     t0 = time.monotonic()
     fut = host.send("start", box_id=box_id)
+    tree = None
     if fault:
         tree = wait_for_shim(host.home, box_id, timeout_s=60)
         if delay_s:
@@ -53,7 +60,24 @@ def start_with_fault(chaos: Chaos, host: RuntimeHost, box_id: str, fault: str | 
         error = None
     except RuntimeOpError as exc:
         error = {"type": exc.type, "message": exc.message}
-    return StartOutcome(box_id, error, time.monotonic() - t0, host.alive)
+    return StartOutcome(box_id, error, time.monotonic() - t0, host.alive, t0,
+                        tuple(p.pid for p in tree or ()))
+
+
+def observed_failure(chaos: Chaos, start: StartOutcome) -> str:
+    """What the harness saw end the start, independently of the runtime's words: the box's
+    shim ended before the guest-connect wait ran out (the VM failed on its own: a boot
+    failure), or the wait ran out first (a timeout). Under heavy load a guest that would
+    fail on its own can be slower than the wait; this decides which cause is the truth."""
+    chaos.ledger.sample()
+    home = f"/boxes/{start.box_id}/"
+    ends = [chaos.ledger.t0 + r.gone_at for r in chaos.ledger.kinds("shim")
+            if r.gone_at is not None and home in r.cmd]
+    ends += [chaos.ledger.t0 + r.gone_at for r in chaos.ledger.kinds("vm", "shim")
+             if r.gone_at is not None and r.pid in start.shim_pids]
+    if ends and min(ends) - start.t_start < GUEST_READY_TIMEOUT_S - 0.5:
+        return "boot_failure"
+    return "timeout"
 
 
 def read_live(host: RuntimeHost, box_id: str) -> list[RecordRead]:

@@ -37,7 +37,8 @@ def _is_shim(p: psutil.Process, box_id: str) -> bool:
         if p.name().startswith("libkrun"):
             return True
         argv0 = (p.cmdline() or [""])[0]
-        return argv0.endswith(f"/boxes/{box_id}/bin/boxlite-shim")
+        # 0.10.x runs a per-box copy under <home>/boxes/<id>/bin; 0.9.x the shared binary.
+        return argv0.rsplit("/", 1)[-1] == "boxlite-shim"
     except psutil.Error:
         return False
 

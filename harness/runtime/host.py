@@ -253,16 +253,19 @@ class RuntimeHost:
 class HostFactory:
     """Starts runtime hosts and owns them: `close_all` ends every one still running."""
 
-    def __init__(self, env: RuntimeEnv, root: Path, history: History | None = None) -> None:
+    def __init__(self, env: RuntimeEnv, root: Path, history: History | None = None,
+                 homes_root: Path | None = None) -> None:
         self.env = env
         self.root = root
+        # Homes may need short paths: 0.9.x binds unix sockets inside the home (SUN_LEN).
+        self.homes_root = homes_root or root
         self.history = history
         self.hosts: list[RuntimeHost] = []
         self._homes = 0
 
     def new_home(self) -> Path:
         self._homes += 1
-        home = self.root / f"home{self._homes}"
+        home = self.homes_root / f"home{self._homes}"
         home.mkdir(parents=True, exist_ok=True)
         return home
 
