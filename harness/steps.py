@@ -12,6 +12,7 @@ from harness.context import Chaos
 from harness.faults.shim import box_tree, freeze_box, kill_shim, wait_for_shim
 from harness.observe.records import RecordRead, read_host, read_store
 from harness.runtime.host import RuntimeHost, RuntimeOpError
+from harness.wait import wait_for
 
 # The runtime's guest-connect timeout (GUEST_READY_TIMEOUT, no override in released wheels)
 # plus the time a VM takes to fail here; a start that takes longer than this is stuck.
@@ -38,19 +39,25 @@ def create_box(chaos: Chaos, host: RuntimeHost, name: str | None = None, **optio
 
 
 def start_with_fault(chaos: Chaos, host: RuntimeHost, box_id: str, fault: str | None = None,
-                     delay_s: float = 0.0) -> StartOutcome:
+                     delay_s: float = 0.0, if_spawned: bool = False) -> StartOutcome:
     """Start the box; as soon as its shim is spawned (plus `delay_s`), inject `fault`.
 
     fault: None, "freeze" (SIGSTOP the box's process tree: the guest hangs) or "kill"
-    (SIGKILL the shim).
+    (SIGKILL the shim). With `if_spawned`, a start that fails before any shim exists is
+    accepted (no fault injected) instead of being a harness timeout.
     """
     import time
 
     t0 = time.monotonic()
     fut = host.send("start", box_id=box_id)
     tree = None
+    if fault and if_spawned:
+        wait_for(lambda: box_tree(host.home, box_id) or fut.done(), 60,
+                 f"the shim of box {box_id} to be spawned, or its start to end")
+        tree = box_tree(host.home, box_id)
+        fault = fault if tree else None
     if fault:
-        tree = wait_for_shim(host.home, box_id, timeout_s=60)
+        tree = tree or wait_for_shim(host.home, box_id, timeout_s=60)
         if delay_s:
             time.sleep(delay_s)
             tree = box_tree(host.home, box_id) or tree

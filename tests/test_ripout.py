@@ -90,7 +90,7 @@ def test_entry_passes_needs_both_sides():
 
 
 def test_runtime_shutdown_ran():
-    ok = "... INFO boxlite::runtime::rt_impl: Runtime shutdown complete\n"
+    ok = "... INFO boxlite::runtime::rt_impl: Initiating runtime shutdown\n"
     assert checks.runtime_shutdown_ran(ok, 0).status == HOLDS
     assert checks.runtime_shutdown_ran("nothing here", -15).status == VIOLATED
     assert checks.runtime_shutdown_ran(ok, -15).status == VIOLATED
