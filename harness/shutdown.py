@@ -128,10 +128,10 @@ def arrange(host: RuntimeHost, faults: FaultSet, n: int, options: dict[str, Any]
     """Create N boxes and bring each to its planned state, ready for the signal.
 
     failed: started first, its shim SIGKILLed at spawn, and its start failed.
-    initializing: start sent, shim spawned, the runtime in its guest-connect wait. hung: the same, with the box's
-    process tree frozen at spawn. Where a guest boots, an initializing box that finished
-    starting is re-labelled `running` (still a box a shutdown must stop). Raises
-    ArrangementError when a box cannot be brought to its state.
+    initializing: start sent, shim spawned, the runtime in its guest-connect wait.
+    hung: the same, with the box's process tree frozen at spawn. Where a guest boots, an
+    initializing box that finished starting is re-labelled `running` (still a box a
+    shutdown must stop). Raises ArrangementError when a box cannot be brought to its state.
     """
     boxes = [BoxUnderTest(f"{s}{i + 1}", s) for i, s in enumerate(plan(n))]
     creates = [host.send("create", name=b.label, options={
