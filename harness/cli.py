@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run")
     r.set_defaults(fn=cmd_report)
 
-    from harness import bench_ledger, repro, ripout, shutdown
+    from harness import bench_gate, bench_ledger, repro, ripout, shutdown
+    bench_gate.add_parser(sub)
     repro.add_parser(sub)
     ripout.add_parser(sub)
     bench_ledger.add_parser(sub)

@@ -1,0 +1,138 @@
+"""`boxlite-chaos bench-gate`: the gate run serially and in parallel in one invocation.
+
+Prints serial and parallel wall time, the longest single scenario, the sum of the runtime's
+own waits (time inside runtime operations, from the histories), and the harness overhead per
+scenario (its wall time minus the time some runtime operation was in flight). A benchmark
+that prints figures, not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.history import read_history
+from harness.image import busybox_image
+from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime
+
+PROJECT = Path(__file__).resolve().parent.parent
+# Operations whose time is the runtime's (or its process's) own, not the harness's.
+RUNTIME_OPS = {"create", "start", "stop", "remove", "exec", "get_info", "list_info",
+               "shutdown", "host_start", "spawn_child", "wait_child"}
+
+
+def op_intervals(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """[invoke, reply] intervals of runtime operations, plus signal → host exit."""
+    open_ops: dict[tuple[str, Any], float] = {}
+    out = []
+    for e in events:
+        key = (e.get("host"), e.get("req") if e.get("op") != "host_start" else "start")
+        if e["kind"] == "invoke" and e.get("op") in RUNTIME_OPS:
+            open_ops[key] = e["t"]
+        elif e["kind"] in ("ok", "fail") and key in open_ops:
+            out.append((open_ops.pop(key), e["t"]))
+        elif e["kind"] == "fault" and e.get("fault") == "signal_host":
+            open_ops[(e.get("host"), "exit")] = e["t"]
+        elif e["kind"] == "observe" and e.get("what") == "host_exit":
+            t0 = open_ops.pop((e.get("host"), "exit"), None)
+            if t0 is not None:
+                out.append((t0, e["t"]))
+    return out
+
+
+def union_length(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+def scenario_figures(run: Path) -> list[dict[str, Any]]:
+    rows = []
+    results = run / "results.jsonl"
+    if not results.is_file():
+        return rows
+    for line in results.read_text().splitlines():
+        r = json.loads(line)
+        hist = Path(r["workdir"]) / "history.jsonl"
+        try:
+            events = read_history(hist)
+        except Exception:  # noqa: BLE001 - a scenario without history has no split
+            events = []
+        call = next((e for e in events if e.get("event") == "call_done"), None)
+        wall = call["wall_s"] if call else r["duration_s"]
+        in_runtime = union_length(op_intervals(
+            [e for e in events if call is None or e["t"] <= call["t"]]))
+        rows.append({"scenario": r["nodeid"], "outcome": r["outcome"], "wall_s": wall,
+                     "runtime_s": in_runtime, "overhead_s": max(0.0, wall - in_runtime)})
+    return rows
+
+
+def run_gate(report: Path, workers: str, extra: list[str]) -> float:
+    argv = [sys.executable, "-m", "pytest", "scenarios", "-q", "-p", "no:cacheprovider",
+            "-o", "testpaths=scenarios", "--chaos-report", str(report), *extra]
+    argv += ["-p", "no:xdist"] if workers == "1" else ["-n", workers, "--dist", "worksteal"]
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True,
+                          env={**os.environ, "BOXLITE_CHAOS_REPORT": str(report)})
+    wall = time.monotonic() - t0
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "pytest.log").write_text(proc.stdout + proc.stderr)
+    return wall
+
+
+def main(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    ensure_runtime(args.runtime)
+    busybox_image()
+    warm = time.monotonic() - t0
+    base = Path(args.report).resolve() if args.report else \
+        PROJECT / "reports" / f"bench-gate-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    extra = ["--runtime", args.runtime] + (["-k", args.k] if args.k else [])
+    print(f"bench-gate: runtime {args.runtime}, {os.cpu_count()} cores, report {base}")
+    print(f"virtualenv + image ready in {warm:.2f}s (a warm cache builds nothing)")
+    walls = {}
+    figures = {}
+    for label, workers in (("serial", "1"), ("parallel", args.workers)):
+        if label == "serial" and args.skip_serial:
+            continue
+        walls[label] = run_gate(base / label, workers, extra)
+        figures[label] = scenario_figures(base / label)
+        print(f"{label:>8} (-n {workers}): {walls[label]:7.1f}s wall, "
+              f"{len(figures[label])} scenarios", flush=True)
+    ref = figures.get("serial") or figures["parallel"]
+    longest = max(ref, key=lambda r: r["wall_s"])
+    waits = sum(r["runtime_s"] for r in ref)
+    over = [r["overhead_s"] for r in ref]
+    print(f"longest scenario: {longest['wall_s']:.1f}s ({longest['scenario']})")
+    if "parallel" in walls:
+        print(f"parallel / longest: {walls['parallel'] / longest['wall_s']:.2f} (target <= 1.5)")
+    print(f"sum of the runtime's own waits: {waits:.1f}s over {len(ref)} scenarios")
+    print(f"harness overhead per scenario: median {statistics.median(over):.2f}s, "
+          f"p90 {sorted(over)[int(0.9 * (len(over) - 1))]:.2f}s, max {max(over):.2f}s")
+    worst = sorted(ref, key=lambda r: -r["overhead_s"])[:5]
+    for r in worst:
+        print(f"  {r['overhead_s']:6.2f}s overhead  {r['wall_s']:6.1f}s wall  {r['scenario']}")
+    (base / "bench-gate.json").write_text(json.dumps(
+        {"walls": walls, "warm_setup_s": warm, "scenarios": figures}, indent=1))
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("bench-gate", help="the gate serially and in parallel, with figures")
+    p.add_argument("--runtime", default=DEFAULT_SPEC)
+    p.add_argument("-n", "--workers", default="8", help="parallel workers (default 8)")
+    p.add_argument("-k", help="pytest -k expression (a subset of the gate)")
+    p.add_argument("--skip-serial", action="store_true")
+    p.add_argument("--report")
+    p.set_defaults(fn=main)
