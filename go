@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(busybox-static)
+APT_PACKAGES=(busybox-static docker.io docker-registry skopeo)
 
 need_root() { if [ "$(id -u)" != 0 ]; then echo "sudo"; fi; }
 
