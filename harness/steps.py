@@ -4,6 +4,7 @@ the record through every path, restart the host. Scenarios compose these; checks
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +47,6 @@ def start_with_fault(chaos: Chaos, host: RuntimeHost, box_id: str, fault: str | 
     (SIGKILL the shim). With `if_spawned`, a start that fails before any shim exists is
     accepted (no fault injected) instead of being a harness timeout.
     """
-    import time
-
     t0 = time.monotonic()
     fut = host.send("start", box_id=box_id)
     tree = None

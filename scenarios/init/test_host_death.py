@@ -9,6 +9,7 @@ database lives in the run's report folder.
 """
 
 import signal
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -44,7 +45,6 @@ def _die_and_judge(chaos, sig, point, delay_s=None):
     box = create_box(chaos, host, name="victim")
     fut = host.send("start", box_id=box)
     if delay_s is not None:
-        import time
         time.sleep(delay_s)
     else:
         wait_for(_marker(host, box, point), 30, f"start of box {box} to reach {point}",
