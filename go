@@ -18,7 +18,15 @@ setup() {
   if [ ${#missing[@]} -gt 0 ]; then
     echo "go: installing Debian packages: ${missing[*]}"
     $(need_root) apt-get update -qq
+    # docker.io must not start a system dockerd (with a bridge and iptables rules): the
+    # harness starts its own, loopback-only. policy-rc.d 101 forbids service starts.
+    local policy=/usr/sbin/policy-rc.d added_policy=""
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' | $(need_root) tee "$policy" >/dev/null
+      $(need_root) chmod +x "$policy"; added_policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive $(need_root) apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ -n "$added_policy" ]; then $(need_root) rm -f "$policy"; fi
   fi
   local stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
   if [ ! -f "$stamp" ]; then

@@ -1,4 +1,4 @@
-"""`boxlite-chaos`: doctor | gate | report | repro.
+"""`boxlite-chaos`: doctor | gate | ripout | conformance | repro | report | bench-*.
 
 Bad input (an unknown runtime version, a missing /dev/kvm, an unknown scenario) is reported in
 one line naming the problem, with a non-zero exit; never a traceback.
@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_report)
 
     from harness import bench_gate, bench_ledger, repro, ripout, shutdown
+    from harness.targets import conformance
     bench_gate.add_parser(sub)
+    conformance.add_parser(sub)
     repro.add_parser(sub)
     ripout.add_parser(sub)
     bench_ledger.add_parser(sub)

@@ -105,7 +105,9 @@ def test_the_real_table_loads():
     assert "live-get-info-stale-after-init-failure" in ids
     for k in table:
         assert k.reason.strip() and k.evidence.strip()
-        assert k.versions.contains("0.10.8")
+        # Every entry names a version range that some runtime under test falls in.
+        assert any(k.versions.contains(v, prereleases=True)
+                   for v in ("0.10.8", "0.9.4", "20.10.24+dfsg1")), k.id
 
 
 @pytest.mark.parametrize("check_id", ["record_failed[live.get_info]", "read_paths_agree[live]",
