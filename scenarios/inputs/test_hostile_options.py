@@ -1,0 +1,73 @@
+"""Hostile box options, generated: names, environment, process settings, volumes, ports,
+resources and image layouts, one hazard per case, through one long-lived host per family.
+
+After each case: create and start answered with success or a runtime error that says why (no
+hang, no dead host), no runtime process crashed, no record is left in a transitional status, no
+box directory without a record, names stay unambiguous, every process of the case is gone
+within 10 s of its removal, and a well-formed box created right after still gets to its VM.
+
+Seeds: every kind runs once as an explicit example, then hypothesis generates more. A failing
+case is shrunk, kept in hypothesis's example database in the run's report folder (replayed
+first by the next run into that folder), and written to the history as a `hostile_failure`
+note with its options; hypothesis prints its reproduction blob.
+"""
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from harness import hostile
+
+pytestmark = pytest.mark.tier("init")
+
+# Generated cases per family (explicit examples come on top): 7 x 40 = 280.
+MAX_EXAMPLES = 40
+# Wall time for new cases in one family; after it, shrinking replays only cases already run.
+# A family's cases take about 1 s each here (50-75 s a family); the budget bounds shrinking,
+# keeping a family with failures under the 300 s per-test timeout.
+BUDGET_S = 180.0
+
+
+@pytest.mark.parametrize("family", hostile.FAMILIES)
+def test_hostile_options(chaos, report_dir, family):
+    runner = hostile.HostileRunner(chaos, family, budget_s=BUDGET_S)
+
+    def run(case):
+        runner.run(case)
+    run.__name__ = f"hostile_{family}"     # one example-database key per family
+
+    test = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=False,
+                    print_blob=True, database=DirectoryBasedExampleDatabase(
+                        str(report_dir / "hypothesis")),
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                           HealthCheck.data_too_large,
+                                           HealthCheck.large_base_example],
+                    )(given(case=hostile.cases(family))(run))
+    for case in hostile.canonical(family):
+        test = example(case=case)(test)
+    runner.explore(test)
+
+
+def test_force_remove_while_starting_ends_the_box(chaos):
+    """Why the cases above end a box by killing its shim, not by force-removing it: a box
+    force-removed while its start is in flight, once its VM runs, keeps its processes (the
+    record says `configured` and has no pid, so remove() has nothing to stop), and here they
+    live until the VM fails on its own (~17 s). Judged: remove answers, and the box's
+    processes are gone within the watchdog bound of its removal."""
+    host = chaos.host()
+    before = hostile.runtime_processes(chaos.ledger)
+    box = host.call("create", timeout_s=hostile.CREATE_BOUND_S, options=chaos.box_options(),
+                    name="force-removed")["id"]
+    fut = host.send("start", box_id=box)
+    tree, stage = hostile.watch_start(host, box, fut, hostile.START_BOUND_S)
+    chaos.note(stage_at_remove=stage, tree=[p.pid for p in tree or []])
+    assert stage == "vcpus_running", f"the box's VM did not start its vCPUs (got to {stage})"
+    _, removed = hostile.answer_of(host, lambda: host.call(
+        "remove", timeout_s=hostile.REMOVE_BOUND_S, box_id=box, force=True),
+        hostile.REMOVE_BOUND_S)
+    chaos.judge(*(hostile.specialize(v, "force_remove_while_starting") for v in (
+        hostile.answered_cleanly("remove", removed),
+        hostile.judge_processes_gone(chaos.ledger, before))))
+    _, started = hostile.answer_of(host, lambda: host.result(fut, 60), 60)
+    chaos.note(start_after_force_remove=started)

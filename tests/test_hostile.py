@@ -1,0 +1,670 @@
+"""harness/hostile.py without a runtime: the strategies generate the hazard their kind names,
+the broken image layouts are broken the way they claim (and only that way), cases materialize
+into the run folder, the log and store readers parse what the runtime writes, and every check
+added there holds, fails and says unknown when it should (VIOLATING is read by the meta-test
+in tests/test_checks.py)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import socket
+import sqlite3
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import UnsatisfiedAssumption
+
+from harness import hostile
+from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
+from harness.image import write_layout
+from harness.known import KnownFailure
+from harness.observe.records import store_path
+
+FAST = settings(max_examples=15, deadline=None, database=None,
+                suppress_health_check=list(HealthCheck))
+
+
+# -- strategies: each kind generates its hazard -----------------------------------------------
+
+def env_values(case: hostile.HostileCase) -> list[str]:
+    return [v for _, v in case.options.get("env", [])]
+
+
+def one(case: hostile.HostileCase, key: str) -> list:
+    return case.options[key]
+
+
+CLAIMS: dict[str, Callable[[hostile.HostileCase], bool]] = {
+    "name.unicode": lambda c: bool(c.name) and "\x00" not in c.name,
+    "name.nul": lambda c: "\x00" in c.name,
+    "name.long": lambda c: len(c.name) >= 256,
+    "name.path_like": lambda c: any(ch in c.name for ch in "/\\~.") or c.name in (".", ".."),
+    "name.empty": lambda c: c.name == "",
+    "name.duplicate": lambda c: bool(c.name) and c.holder == hostile.HOLDER_SAME_NAME,
+    "name.other_box_id": lambda c: c.name == hostile.HOLDER_ID
+    and c.holder == hostile.HOLDER_ID_AS_NAME,
+    "env.huge_value": lambda c: len(env_values(c)[0]) >= 65_536,
+    "env.many": lambda c: len(one(c, "env")) >= 500,
+    "env.key_equals": lambda c: "=" in one(c, "env")[0][0],
+    "env.key_empty": lambda c: one(c, "env")[0][0] == "",
+    "env.nul": lambda c: "\x00" in "".join(one(c, "env")[0]),
+    "env.unicode": lambda c: bool(one(c, "env")[0][0]),
+    "env.value_cut_char": lambda c: hostile.cuts_a_char(env_values(c)[0]),
+    "env.duplicate_key": lambda c: len({k for k, _ in one(c, "env")}) == 1 == len(
+        one(c, "env")) - 1,
+    "working_dir.relative": lambda c: not one(c, "working_dir").startswith("/"),
+    "working_dir.empty": lambda c: one(c, "working_dir") == "",
+    "working_dir.nul": lambda c: "\x00" in one(c, "working_dir"),
+    "working_dir.long": lambda c: len(one(c, "working_dir")) > 4096,
+    "working_dir.dotdot": lambda c: "/.." in one(c, "working_dir"),
+    "working_dir.not_a_dir": lambda c: one(c, "working_dir") in (
+        "/bin/busybox", "/etc/passwd", "/proc/self/exe"),
+    "user.odd": lambda c: isinstance(one(c, "user"), str),
+    "volume.missing_host": lambda c: one(c, "volumes")[0][0].startswith("@ws/missing/"),
+    "volume.relative_host": lambda c: not one(c, "volumes")[0][0].startswith(("/", "@")),
+    "volume.relative_guest": lambda c: not one(c, "volumes")[0][1].startswith("/"),
+    "volume.guest_root": lambda c: one(c, "volumes")[0][1] == "/",
+    "volume.guest_system": lambda c: one(c, "volumes")[0][1].startswith(
+        ("/proc", "/sys", "/dev", "/bin", "/etc", "/tmp", "/run", "/sbin")),
+    "volume.guest_dotdot": lambda c: "/../" in one(c, "volumes")[0][1],
+    "volume.host_is_file": lambda c: one(c, "volumes")[0][0].startswith("@ws/file/"),
+    "volume.ro_clash": lambda c: (lambda v: v[0][1] == v[1][1] and v[0][2] != v[1][2])(
+        one(c, "volumes")),
+    "volume.same_host_twice": lambda c: (lambda v: v[0][0] == v[1][0] and v[0][2] != v[1][2])(
+        one(c, "volumes")),
+    "volume.nul": lambda c: "\x00" in "".join(one(c, "volumes")[0][:2]),
+    "volume.many": lambda c: len(one(c, "volumes")) >= 32,
+    "volume.odd_chars": lambda c: one(c, "volumes")[0][0].startswith("@ws/dir/"),
+    "port.out_of_range": lambda c: any(not 0 <= p <= 65_535 for p in one(c, "ports")[0][:2]),
+    "port.zero_guest": lambda c: one(c, "ports")[0][1] == 0,
+    "port.zero_host": lambda c: one(c, "ports")[0][0] == 0,
+    "port.duplicate_host": lambda c: one(c, "ports")[0][0] == one(c, "ports")[1][0],
+    "port.duplicate_pair": lambda c: one(c, "ports")[0] == one(c, "ports")[1],
+    "port.bound_host": lambda c: one(c, "ports")[0][0] == "@bound",
+    "port.protocol": lambda c: len(one(c, "ports")[0]) == 3,
+    "port.many": lambda c: len({p[0] for p in one(c, "ports")}) >= 100,
+    "cpus.zero": lambda c: one(c, "cpus") == 0,
+    "cpus.many": lambda c: 3 <= one(c, "cpus") <= 255,
+    "cpus.overflow": lambda c: not 0 <= one(c, "cpus") <= 255,
+    "memory.zero": lambda c: one(c, "memory_mib") == 0,
+    "memory.below_37": lambda c: 1 <= one(c, "memory_mib") <= 36,
+    "memory.small": lambda c: 37 <= one(c, "memory_mib") <= 127,
+    "memory.huge": lambda c: 2**16 <= one(c, "memory_mib") < 2**32,
+    "memory.overflow": lambda c: not 0 <= one(c, "memory_mib") < 2**32,
+    "disk.zero": lambda c: one(c, "disk_size_gb") == 0,
+    "disk.tiny": lambda c: 1 <= one(c, "disk_size_gb") <= 2,
+    "disk.huge": lambda c: 2**10 <= one(c, "disk_size_gb") <= 2**20,
+    "disk.overflow": lambda c: not 0 <= one(c, "disk_size_gb") < 2**64,
+}
+for _w in ("entrypoint", "cmd"):
+    CLAIMS.update({
+        f"{_w}.empty": lambda c, w=_w: one(c, w) == [],
+        f"{_w}.empty_arg": lambda c, w=_w: one(c, w) == [""],
+        f"{_w}.nul": lambda c, w=_w: "\x00" in one(c, w)[0],
+        f"{_w}.missing_binary": lambda c, w=_w: one(c, w)[0].startswith("/no/such"),
+        f"{_w}.huge_arg": lambda c, w=_w: sum(map(len, one(c, w))) >= 131_072,
+        f"{_w}.many_args": lambda c, w=_w: len(one(c, w)) > 1000,
+    })
+CLAIMS.update({f"image.{v}": (lambda c, v=v: one(c, "rootfs_path").startswith(f"@image/{v}/"))
+               for v in hostile.IMAGE_VARIANTS})
+
+ALL_KINDS = [(f, k) for f in hostile.FAMILIES for k in hostile.kinds(f)]
+
+
+def test_every_kind_has_a_claim_and_a_canonical_example():
+    assert {k for _, k in ALL_KINDS} == set(CLAIMS)
+    for family in hostile.FAMILIES:
+        canon = hostile.canonical(family)
+        assert [c.kind for c in canon] == list(dict.fromkeys(c.kind for c in canon))
+        assert {c.kind for c in canon} == set(hostile.kinds(family)), family
+        for c in canon:
+            assert c.origin == "canonical" and c.family == family
+            assert CLAIMS[c.kind](c), c
+
+
+@pytest.mark.parametrize("family, kind", ALL_KINDS)
+def test_a_kind_generates_its_hazard(family, kind):
+    @FAST
+    @given(case=hostile.kinds(family)[kind])
+    def claim(case):
+        assert (case.family, case.kind, case.origin) == (family, kind, "generated")
+        assert CLAIMS[kind](case), case
+        json.dumps(case.to_json())      # the history and the database can hold it
+        if kind != "env.value_cut_char":
+            assert not any(hostile.cuts_a_char(v) for v in env_values(case)), case
+    claim()
+
+
+def test_the_family_strategy_draws_several_kinds():
+    seen: set[str] = set()
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=hostile.cases("process"))
+    def draw(case):
+        seen.add(case.kind)
+    draw()
+    assert len(seen) >= 5, seen
+
+
+def test_faker_values_replay_from_their_seed():
+    a = hostile.fake_value("city", "ja_JP", 42)
+    assert a == hostile.fake_value("city", "ja_JP", 42)
+    assert a != hostile.fake_value("city", "ja_JP", 43) or a
+
+
+@pytest.mark.parametrize("value, cuts", [
+    ("ééééé", False), ("aéééé", True), ("aaaéa", False), ("aaaéaaa", False),
+    ("aaaéaaaa", True), ("aaaaaaaaaaé", False), ("aaaaaaaaéaaa", True), ("aaaaéaa", False),
+    ("plain ascii value", False)])
+def test_cuts_a_char_follows_the_measured_rule(value, cuts):
+    assert hostile.cuts_a_char(value) is cuts
+    assert not hostile.cuts_a_char(hostile.framed(value))
+
+
+def test_a_case_prints_short_and_replays_by_key():
+    case = hostile.canonical("env")[1]
+    assert case.kind == "env.many"
+    assert len(repr(case)) < 2100 and "more)" in repr(case)
+    again = hostile.HostileCase(case.family, case.kind, case.options, origin="canonical")
+    assert again.key() == case.key()
+
+
+# -- image layouts ----------------------------------------------------------------------------
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def blob(layout: Path, digest: str) -> Path:
+    return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+def inspect_layout(path: Path) -> dict:
+    """What is broken about a layout, found independently of the builder."""
+    out: dict = {"exists": path.exists() or path.is_symlink(), "problems": []}
+    if not path.is_dir():
+        return out
+    problems = out["problems"]
+    if not (path / "oci-layout").is_file():
+        problems.append("no oci-layout")
+    try:
+        index = json.loads((path / "index.json").read_text())
+    except (OSError, ValueError):
+        problems.append("index unreadable")
+        return out
+    if not index.get("manifests"):
+        problems.append("no manifests")
+        return out
+    mdigest = index["manifests"][0]["digest"]
+    out["manifest_digest"] = mdigest
+    if not blob(path, mdigest).is_file():
+        problems.append("manifest blob missing")
+        return out
+    mdata = blob(path, mdigest).read_bytes()
+    if sha(mdata) != mdigest:
+        problems.append("manifest digest mismatch")
+        return out
+    manifest = json.loads(mdata)
+    cpath = blob(path, manifest["config"]["digest"])
+    if not cpath.is_file():
+        problems.append("config blob missing")
+        return out
+    config = json.loads(cpath.read_bytes())
+    out["layers"] = []
+    for i, layer in enumerate(manifest["layers"]):
+        lp = blob(path, layer["digest"])
+        if lp.is_dir():
+            problems.append(f"layer {i} is a folder")
+            continue
+        if not lp.is_file():
+            problems.append(f"layer {i} missing")
+            continue
+        data = lp.read_bytes()
+        if sha(data) != layer["digest"]:
+            problems.append(f"layer {i} digest mismatch")
+        try:
+            raw = gzip.decompress(data)
+        except (OSError, EOFError):
+            problems.append(f"layer {i} not gzip")
+            continue
+        if config["rootfs"]["diff_ids"][i] != sha(raw):
+            problems.append(f"layer {i} diff_id mismatch")
+        out["layers"].append(raw)
+    return out
+
+
+EXPECTED_PROBLEMS = {
+    "empty_dir": ["no oci-layout", "index unreadable"],
+    "not_a_layout": ["no oci-layout", "index unreadable"],
+    "no_oci_layout": ["no oci-layout"],
+    "index_not_json": ["index unreadable"],
+    "index_no_manifests": ["no manifests"],
+    "manifest_missing": ["manifest blob missing"],
+    "manifest_corrupt": ["manifest digest mismatch"],
+    "config_missing": ["config blob missing"],
+    "layer_missing": ["layer 0 missing"],
+    "layer_corrupt": ["layer 0 digest mismatch", "layer 0 not gzip"],
+    "layer_truncated": ["layer 0 digest mismatch", "layer 0 not gzip"],
+    "layer_swapped": ["layer 0 digest mismatch", "layer 0 diff_id mismatch"],
+    "layer_not_gzip": ["layer 0 not gzip"],
+    "diff_id_wrong": ["layer 0 diff_id mismatch"],
+    "layer_is_dir": ["layer 0 is a folder"],
+    "layer_escapes": [],
+    "well_formed": [],
+}
+
+
+@pytest.fixture(scope="module")
+def base_layout(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("base")
+    write_layout(base, b"\x7fELF not really busybox, but bytes enough to pack" * 64)
+    return base
+
+
+@pytest.mark.parametrize("variant", hostile.IMAGE_VARIANTS)
+def test_an_image_variant_is_broken_as_claimed(variant, base_layout, tmp_path):
+    dest = tmp_path / "img"
+    planted = hostile.build_image(base_layout, dest, variant, seed=7, where=0.5,
+                                  inside=tmp_path / "markers")
+    seen = inspect_layout(dest)
+    if variant == "missing":
+        assert not seen["exists"]
+        return
+    if variant == "file":
+        assert dest.is_file()
+        return
+    if variant == "symlink_loop":
+        assert dest.is_symlink() and not dest.exists()
+        return
+    assert seen["problems"] == EXPECTED_PROBLEMS[variant], seen["problems"]
+    base_digest = inspect_layout(base_layout)["manifest_digest"]
+    if "manifest_digest" in seen:       # a layout still: never answered from the base's cache
+        assert seen["manifest_digest"] != base_digest
+    assert bool(planted) == (variant == "layer_escapes")
+
+
+def test_broken_layers_are_layers_of_their_own(base_layout, tmp_path):
+    base_layer = json.loads(blob(base_layout, inspect_layout(base_layout)["manifest_digest"])
+                            .read_text())["layers"][0]["digest"]
+    for variant in ("layer_corrupt", "layer_truncated", "layer_missing", "diff_id_wrong"):
+        hostile.build_image(base_layout, tmp_path / variant, variant, 3, 0.5)
+        index = json.loads((tmp_path / variant / "index.json").read_text())
+        manifest = json.loads(blob(tmp_path / variant, index["manifests"][0]["digest"])
+                              .read_text())
+        assert manifest["layers"][0]["digest"] != base_layer, variant
+
+
+def test_the_well_formed_variant_holds_the_base_files(base_layout, tmp_path):
+    hostile.build_image(base_layout, tmp_path / "ok", "well_formed", 1, 0.5)
+    layers = inspect_layout(tmp_path / "ok")["layers"]
+    with tarfile.open(fileobj=io.BytesIO(layers[0])) as tar:
+        assert "bin/busybox" in tar.getnames()
+
+
+def test_the_escaping_layer_tries_every_way_out(base_layout, tmp_path):
+    inside = tmp_path / "markers"
+    planted = hostile.build_image(base_layout, tmp_path / "esc", "layer_escapes", 9, 0.5,
+                                  inside)
+    layers = inspect_layout(tmp_path / "esc")["layers"]
+    assert len(layers) == 2
+    with tarfile.open(fileobj=io.BytesIO(layers[1])) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert any(n.startswith("../") for n in members)
+    assert str(inside / "hostile-escape-9-abs") in members
+    link = members["hostile-escape-9-link"]
+    assert link.issym() and link.linkname == str(inside)
+    assert "hostile-escape-9-link/hostile-escape-9-via-link" in members
+    assert set(planted) == {n.rsplit("/", 1)[-1] for n in members if not members[n].issym()}
+
+
+def test_escaped_markers_ignores_a_layers_own_folder(tmp_path):
+    home = tmp_path / "homes" / "home1"
+    own = home / "images" / "local" / "x" / "extracted" / "sha256-abc"
+    own.mkdir(parents=True)
+    (own / "hostile-escape-1-up1").write_text("")
+    (home / "tmp" / "merged").mkdir(parents=True)
+    (home / "tmp" / "merged" / "hostile-escape-1-abs").write_text("")
+    markers = ["hostile-escape-1-up1", "hostile-escape-1-abs", "hostile-escape-1-up2"]
+    contained = hostile.unpacked_by_runtime(home)
+    assert hostile.escaped_markers(markers, [tmp_path / "run", home.parent], contained) == []
+    (home / "images" / "hostile-escape-1-up2").write_text("")
+    (tmp_path / "hostile-escape-1-abs").write_text("")      # beside an ancestor
+    assert hostile.escaped_markers(markers, [home.parent], contained) == sorted([
+        str(home / "images" / "hostile-escape-1-up2"), str(tmp_path / "hostile-escape-1-abs")])
+
+
+# -- materializing ----------------------------------------------------------------------------
+
+def test_materialize_resolves_every_placeholder(base_layout, tmp_path):
+    ws = hostile.Workspace(tmp_path / "ws", base_layout)
+    base = {"rootfs_path": "/img", "auto_remove": False}
+    vols = hostile.HostileCase("volumes", "v", {"volumes": [
+        ["@ws/dir/d", "/mnt/d"], ["@ws/file/f", "/mnt/f", True], ["@ws/missing/m", "/mnt/m"],
+        ["rel", "/mnt/r"]]})
+    res = ws.materialize(vols, base)
+    (d, _), (f, _, _), (m, _), (r, _) = res.options["volumes"]
+    assert Path(d).is_dir() and Path(f).is_file() and not Path(m).exists() and r == "rel"
+    assert res.options["rootfs_path"] == "/img" and res.options["auto_remove"] is False
+    assert vols.options["volumes"][0][0] == "@ws/dir/d"         # the case is left as drawn
+
+    ports = ws.materialize(hostile.HostileCase("ports", "p", {"ports": [["@bound", 80]]}),
+                           base)
+    port = ports.options["ports"][0][0]
+    with socket.socket() as probe, pytest.raises(OSError):
+        probe.bind(("0.0.0.0", port))
+    ports.close()
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", port))
+
+    img = ws.materialize(hostile.HostileCase("images", "i", {
+        "rootfs_path": "@image/layer_escapes/5/0.2500"}), base)
+    assert Path(img.options["rootfs_path"]).is_dir() and len(img.markers) == 8
+    assert img.marker_dir is not None and img.marker_dir.is_dir()
+
+
+# -- what the runtime wrote -------------------------------------------------------------------
+
+RUNTIME_LOG = """\
+2026-11-26T05:35:43.861708Z  WARN boxlite::litebox::init::tasks::guest_connect: VM subprocess \
+exited unexpectedly during startup pid=5513 exit_code=101
+2026-11-26T05:35:43.861773Z ERROR boxlite::litebox::init::tasks::guest_connect: Box crash details:
+Box R2tWVDo0RRSq failed to start
+
+Exit code: 101
+
+Console output: empty (no kernel or guest messages captured)
+2026-11-26T05:35:43.861794Z ERROR boxlite::litebox::init::tasks: Task failed: engine reported \
+an error: The VM failed to start. box_id=R2tWVDo0RRSq task=guest_connect
+2026-11-26T05:42:52.321435Z  WARN boxlite::litebox::init::tasks::guest_connect: VM subprocess \
+exited unexpectedly during startup pid=22145 exit_code=134
+2026-11-26T05:42:52.321534Z ERROR boxlite::litebox::init::tasks::guest_connect: Box crash details:
+Box ddBNOGBICRSp failed to start: internal error (SIGABRT)
+
+The VM crashed during initialization.
+2026-11-26T05:42:52.321555Z ERROR boxlite::litebox::init::tasks: Task failed
+"""
+
+
+def test_shim_exits_are_found_by_pid_and_by_box():
+    exits = hostile.shim_exits(RUNTIME_LOG, {"R2tWVDo0RRSq": 5513, "ddBNOGBICRSp": None})
+    by_box = {e["box"]: e for e in exits}
+    assert by_box["R2tWVDo0RRSq"]["exit_code"] == 101
+    assert "Exit code: 101" in by_box["R2tWVDo0RRSq"]["detail"]
+    # Without the pid the exit code is not in the block: the crash text still is.
+    assert by_box["ddBNOGBICRSp"]["exit_code"] is None
+    assert "SIGABRT" in by_box["ddBNOGBICRSp"]["detail"]
+    assert hostile.shim_exits(RUNTIME_LOG, {"other": 1}) == []
+
+
+def test_the_log_cursor_reads_only_what_was_appended(tmp_path):
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "boxlite.log.2026-11-26"
+    log.write_text("before\n")
+    cursor = hostile.LogCursor(tmp_path)
+    with open(log, "a") as fh:
+        fh.write("during\n")
+    (tmp_path / "logs" / "boxlite.log.2026-11-27").write_text("next day\n")
+    assert cursor.read() == "during\nnext day\n"
+    assert cursor.read() == ""
+
+
+def test_store_configs_reads_ids_and_names(tmp_path):
+    store_path(tmp_path).parent.mkdir(parents=True)
+    con = sqlite3.connect(store_path(tmp_path))
+    con.execute("CREATE TABLE box_config (id TEXT PRIMARY KEY, name TEXT, created_at TEXT, "
+                "json TEXT)")
+    con.executemany("INSERT INTO box_config VALUES (?, ?, '', '{}')",
+                    [("b1", "twin"), ("b2", None)])
+    con.commit()
+    con.close()
+    assert hostile.store_configs(tmp_path) == [{"id": "b1", "name": "twin"},
+                                               {"id": "b2", "name": None}]
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+def answer(outcome: str = "error", type_: str = "EngineError",
+           message: str = "engine reported an error: The VM failed to start.",
+           mro: tuple = ("EngineError", "BoxliteError", "RuntimeError")) -> dict:
+    err = None if outcome == "ok" else {"type": type_, "message": message, "mro": list(mro)}
+    return {"outcome": outcome, "error": err, "bound_s": 20.0, "elapsed_s": 0.5}
+
+
+@pytest.mark.parametrize("ans", [answer("ok"), answer(), answer(
+    type_="OverflowError", message="number too large to fit in target type", mro=())])
+def test_answered_cleanly_holds_on_success_or_a_refusal_that_says_why(ans):
+    v = hostile.answered_cleanly("create", ans)
+    assert (v.check, v.status) == ("answered_cleanly[create]", HOLDS)
+
+
+@pytest.mark.parametrize("ans, why", [
+    (answer("host_died"), "host died"),
+    (answer("no_reply"), "no answer within 20.0s"),
+    (answer(type_="RustPanic", message="rust future panicked: unknown error"), "crashed"),
+    (answer(type_="X", mro=("PanicException", "BaseException")), "crashed"),
+    (answer(message="  "), "no message"),
+])
+def test_answered_cleanly_violated(ans, why):
+    v = hostile.answered_cleanly("start", ans)
+    assert v.status == VIOLATED and why in v.summary, v.summary
+
+
+def test_answered_cleanly_unknown_on_an_unknown_outcome():
+    assert hostile.answered_cleanly("start", answer("maybe")).status == UNKNOWN
+
+
+def shim_exit(code: int | None, killed: bool = False) -> dict:
+    return {"box": "b1", "pid": 10, "exit_code": code, "detail": "", "killed_by_harness": killed}
+
+
+@pytest.mark.parametrize("exits", [[], [shim_exit(137, killed=True)], [shim_exit(1)],
+                                   [shim_exit(None)]])
+def test_runtime_did_not_crash_holds(exits):
+    assert hostile.runtime_did_not_crash(exits, True, "").status == HOLDS
+
+
+@pytest.mark.parametrize("exits, alive, stderr, why", [
+    ([shim_exit(101)], True, "", "exit 101 (panic)"),
+    ([shim_exit(134)], True, "", "SIGABRT"),
+    ([shim_exit(139)], True, "", "SIGSEGV"),
+    ([], False, "", "host died"),
+    ([], True, "thread 'tokio-rt-worker' panicked at src/x.rs:1:2:\nboom", "src/x.rs:1:2: boom"),
+    ([], True, "Traceback (most recent call last):\n  ...", "traceback"),
+])
+def test_runtime_did_not_crash_violated(exits, alive, stderr, why):
+    v = hostile.runtime_did_not_crash(exits, alive, stderr)
+    assert v.status == VIOLATED and why in v.summary, v.summary
+
+
+def test_case_processes_gone():
+    proc = {"pid": 7, "name": "libkrun VM"}
+    assert hostile.case_processes_gone([], 3, 0.2, 10.0, 50).status == HOLDS
+    assert hostile.case_processes_gone([], 0, 0.0, 10.0, 50).status == HOLDS
+    v = hostile.case_processes_gone([proc], 3, 10.1, 10.0, 50)
+    assert v.status == VIOLATED and "libkrun VM[7]" in v.summary
+    assert hostile.case_processes_gone([], 0, 0.0, 10.0, 0).status == UNKNOWN
+
+
+def test_names_unambiguous():
+    assert hostile.names_unambiguous([{"id": "a", "name": "x"}, {"id": "b", "name": None},
+                                      {"id": "c", "name": None}]).status == HOLDS
+    v = hostile.names_unambiguous([{"id": "a", "name": "x"}, {"id": "b", "name": "x"}])
+    assert v.status == VIOLATED and v.evidence["shared_names"] == {"x": ["a", "b"]}
+    v = hostile.names_unambiguous([{"id": "a", "name": None}, {"id": "b", "name": "a"}])
+    assert v.status == VIOLATED and v.evidence["named_after_other_id"] == ["b"]
+
+
+def test_layer_contained():
+    assert hostile.layer_contained([], 8).status == HOLDS
+    assert hostile.layer_contained(["/tmp/x/hostile-escape-1-up2"], 8).status == VIOLATED
+    assert hostile.layer_contained([], 0).status == UNKNOWN
+
+
+def test_specialize_adds_the_moment_and_the_kind():
+    v = hostile.answered_cleanly("start", answer())
+    assert hostile.specialize(v, "env.nul").check == "answered_cleanly[start/env.nul]"
+    v = Verdict("home_consistent", HOLDS)
+    assert hostile.specialize(v, "env.nul", "removed").check == \
+        "home_consistent[removed/env.nul]"
+
+
+# -- tallies and the runner's bookkeeping ------------------------------------------------------
+
+def case(kind: str = "env.nul", origin: str = "generated", n: int = 0) -> hostile.HostileCase:
+    return hostile.HostileCase("env", kind, {"env": [["K", f"v{n}"]]}, origin=origin)
+
+
+def test_a_tally_is_unknown_over_violated_over_holds():
+    t = hostile.Tally("c[k]")
+    t.add(Verdict("c[k]", HOLDS), case())
+    assert t.verdict().status == HOLDS and t.verdict().evidence["cases"] == 1
+    for n in range(6):
+        t.add(Verdict("c[k]", VIOLATED, {"big": "x" * 1000}, f"bad {n}"), case(n=n))
+    v = t.verdict()
+    assert v.status == VIOLATED and "6 of 7" in v.summary and "bad 5" in v.summary
+    assert [e["summary"] for e in v.evidence["violations"]] == ["bad 0", "bad 1", "bad 2",
+                                                               "bad 5"]
+    assert len(json.dumps(v.evidence)) < 8000
+    t.add(Verdict("c[k]", UNKNOWN, {}, "unreadable"), case())
+    assert t.verdict().status == UNKNOWN
+
+
+class FakeChaos(SimpleNamespace):
+    def note(self, **fields):
+        self.notes.append(fields)
+
+    def judge(self, *verdicts):
+        self.judged.extend(verdicts)
+
+
+def runner(verdicts: list[Verdict], known: list[KnownFailure] = (), budget_s: float = 1e9):
+    r = object.__new__(hostile.HostileRunner)
+    r.chaos = FakeChaos(env=SimpleNamespace(version="0.10.8"), node_id="scen::hostile",
+                        known=list(known), notes=[], judged=[])
+    r.family, r.budget_s = "env", budget_s
+    r.t0 = time.monotonic()
+    r.tallies, r.outcomes, r.failures, r.host_restarts = {}, {}, [], 0
+    r.runs = {"canonical": 0, "generated": 0, "replayed": 0, "rejected": 0}
+    r.one_case = lambda c: (list(verdicts), {"hostile_stage": "vcpus_running"})
+    return r
+
+
+BAD = Verdict("runtime_did_not_crash[env.nul]", VIOLATED, {}, "shim crashed")
+
+
+def test_a_failing_generated_case_raises_for_hypothesis_and_is_noted():
+    r = runner([BAD])
+    with pytest.raises(hostile.CaseFailed, match="shim crashed"):
+        r.run(case())
+    failure = [n for n in r.chaos.notes if "hostile_failure" in n][0]
+    assert failure["options"] == {"env": [["K", "v0"]]}
+    assert r.outcomes[case().key()] == [(BAD.check, BAD.summary)]
+
+
+def test_each_set_of_failing_checks_raises_a_type_of_its_own():
+    def raised(failing):
+        with pytest.raises(hostile.CaseFailed) as info:
+            hostile.raise_case_failed(failing)
+        return type(info.value)
+    a = raised([("c[x]", "bad"), ("d[x]", "worse")])
+    assert a is raised([("d[x]", "other words"), ("c[x]", "same checks")])
+    assert a is not raised([("c[y]", "bad")])
+
+
+def test_a_failing_explicit_example_is_noted_without_raising():
+    r = runner([BAD])
+    r.run(case(origin="canonical"))
+    assert r.runs["canonical"] == 1 and r.failures
+
+
+def test_a_known_violation_does_not_raise():
+    from packaging.specifiers import SpecifierSet
+    kf = KnownFailure("k", "runtime_did_not_crash[env.nul]", SpecifierSet("==0.10.8"),
+                      ("*hostile*",), "r", "e")
+    r = runner([BAD], known=[kf])
+    r.run(case())
+    r.judge_totals()
+    assert [v.status for v in r.chaos.judged] == [VIOLATED]
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+def test_past_the_budget_cases_replay_or_are_rejected():
+    r = runner([BAD], budget_s=-1.0)
+    r.outcomes[case().key()] = [(BAD.check, "shim crashed")]
+    with pytest.raises(hostile.CaseFailed, match="shim crashed"):
+        r.run(case())
+    with pytest.raises(UnsatisfiedAssumption):
+        r.run(case(n=1))
+    r.run(case(origin="canonical"))         # explicit examples always run
+    assert r.runs == {"canonical": 1, "generated": 0, "replayed": 1, "rejected": 1}
+
+
+def test_explore_notes_case_failures_and_raises_anything_else():
+    r = runner([])
+
+    def failing():
+        raise ExceptionGroup("bugs", [hostile.CaseFailed("a"), hostile.CaseFailed("b")])
+    r.explore(failing)
+    assert any(n.get("hypothesis") == "falsified" for n in r.chaos.notes)
+
+    def broken():
+        raise KeyError("harness bug")
+    with pytest.raises(KeyError):
+        r.explore(broken)
+    assert hostile.only_case_failures(hostile.CaseFailed("x"))
+    assert not hostile.only_case_failures(ExceptionGroup("g", [ValueError()]))
+
+
+@given(st.data())
+@settings(max_examples=5, deadline=None, database=None)
+def test_answer_of_reports_what_the_call_did(data):
+    host = SimpleNamespace(alive=data.draw(st.booleans()))
+    from harness.errors import HostError
+    from harness.runtime.host import RuntimeOpError
+    _, ans = hostile.answer_of(host, lambda: 1, 5.0)
+    assert ans["outcome"] == "ok"
+
+    def refuse():
+        raise RuntimeOpError("create", {"type": "ValueError", "message": "no", "mro": ["V"]})
+    assert hostile.answer_of(host, refuse, 5.0)[1]["error"]["type"] == "ValueError"
+
+    def lost():
+        raise HostError("no reply")
+    assert hostile.answer_of(host, lost, 5.0)[1]["outcome"] == (
+        "no_reply" if host.alive else "host_died")
+
+
+# -- every new check's violating case, for the meta-test in tests/test_checks.py --------------
+
+VIOLATING: dict[str, Callable[[], Verdict]] = {
+    "answered_cleanly": lambda: hostile.answered_cleanly("start", answer("no_reply")),
+    "runtime_did_not_crash": lambda: hostile.runtime_did_not_crash([shim_exit(101)], True, ""),
+    "case_processes_gone": lambda: hostile.case_processes_gone(
+        [{"pid": 7, "name": "bwrap"}], 1, 10.1, 10.0, 5),
+    "names_unambiguous": lambda: hostile.names_unambiguous([{"id": "a", "name": "x"},
+                                                            {"id": "b", "name": "x"}]),
+    "layer_contained": lambda: hostile.layer_contained(["/tmp/hostile-escape-1-up1"], 8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIOLATING))
+def test_violating_case(name):
+    v = VIOLATING[name]()
+    assert v.status == VIOLATED, v
+    assert v.check.split("[")[0] == name
+
+
+@FAST
+@given(seg=hostile.SEGMENT)
+def test_a_path_segment_stays_one_segment(seg):
+    assert seg not in ("", ".", "..") and "/" not in seg and "\x00" not in seg
