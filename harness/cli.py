@@ -56,6 +56,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
     ok, why = check_kvm()
     if not ok:
         raise SetupError(f"the gate cannot run: {why}")
+    # An unknown version fails here, in one line, before any worker starts.
+    from harness.runtime.spec import ensure_runtime
+    ensure_runtime(args.runtime)
     report = Path(args.report).resolve() if args.report else _new_report_dir("gate")
     report.mkdir(parents=True, exist_ok=True)
     os.environ["BOXLITE_CHAOS_REPORT"] = str(report)

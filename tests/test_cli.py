@@ -61,6 +61,13 @@ def test_gate_with_a_missing_wheel(tmp_path):
     assert "kvm" not in line.lower()
 
 
+def test_gate_with_an_unknown_release(tmp_path):
+    # A well-formed spec naming no published release: pip answers, the gate says so in one
+    # line before any worker starts (this one calls pip: a few seconds).
+    assert_one_line_error(gate(tmp_path, "--runtime", "boxlite==0.0.1", kvm="/dev/null"),
+                          "'boxlite==0.0.1'", "not a published release")
+
+
 def test_gate_with_an_unknown_scenario(tmp_path):
     # /dev/null is a character device that opens read-write: the KVM check passes whether
     # or not this machine has KVM, so the scenario name is what fails.
