@@ -21,6 +21,9 @@ import psutil
 
 PR_SET_CHILD_SUBREAPER = 36
 SAMPLE_INTERVAL_S = 0.1
+# A process first seen between fork and exec shows its parent's command line; while young and
+# unclassified, its identity is read again (exec may keep the name, e.g. python -> python).
+YOUNG_S = 2.0
 
 
 def become_subreaper() -> bool:
@@ -155,7 +158,9 @@ class ProcessLedger:
                             cmd = ""
                         rec = ProcRecord(p.pid, key[1], name, ppid, cmd, now, now)
                         self.records[key] = rec
-                    elif name != rec.name and status != psutil.STATUS_ZOMBIE:
+                    elif status != psutil.STATUS_ZOMBIE and (
+                            name != rec.name or (now - rec.first_seen < YOUNG_S and
+                                                 classify(rec.name, rec.cmd) == "other")):
                         # First seen between fork and exec (or renamed, like the shim's
                         # 'libkrun VM'): take the new identity, keep the old name visible.
                         try:
