@@ -107,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run")
     r.set_defaults(fn=cmd_report)
 
-    from harness import bench_gate, bench_ledger, repro, ripout, shutdown
+    from harness import bench_gate, bench_ledger, repro, ripout, shutdown, soak
     from harness.targets import conformance
     bench_gate.add_parser(sub)
+    soak.add_parser(sub)
     conformance.add_parser(sub)
     repro.add_parser(sub)
     ripout.add_parser(sub)

@@ -39,7 +39,7 @@ from harness import checks
 from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict, check
 from harness.context import WATCHDOG_BOUND_S
 from harness.errors import HostError
-from harness.faults.shim import Proc, box_tree, kill_shim
+from harness.faults.shim import Proc, box_tree, kill_shim, vcpus_running
 from harness.known import FAILING, judge
 from harness.observe.records import read_store, store_path, store_rows
 from harness.runtime.host import RuntimeHost, RuntimeOpError
@@ -1009,15 +1009,6 @@ def answer_of(host: RuntimeHost, call: Callable[[], Any], bound_s: float
         outcome = "no_reply" if host.alive else "host_died"
         return None, {"outcome": outcome, "error": {"type": "HostError", "message": str(exc)},
                       "bound_s": bound_s, "elapsed_s": round(time.monotonic() - t0, 3)}
-
-
-def vcpus_running(pid: int) -> bool:
-    """Whether libkrun runs the VM's vCPUs in `pid` (threads named 'fc_vcpu N')."""
-    try:
-        return any(t.joinpath("comm").read_text().startswith("fc_vcpu")
-                   for t in Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return False
 
 
 def watch_start(host: RuntimeHost, box: str, fut: Any, bound_s: float

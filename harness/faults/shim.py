@@ -66,6 +66,24 @@ def box_tree(home: Path, box_id: str) -> list[Proc] | None:
     return out
 
 
+def vcpus_running(pid: int) -> bool:
+    """Whether libkrun runs the VM's vCPUs in `pid` (threads named 'fc_vcpu N'): the point
+    past which the box's processes are the VM itself, not a shim still loading."""
+    try:
+        return any(t.joinpath("comm").read_text().startswith("fc_vcpu")
+                   for t in Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+
+
+def wait_for_vcpus(home: Path, box_id: str, timeout_s: float = 30.0) -> list[Proc]:
+    def probe() -> list[Proc] | None:
+        tree = box_tree(home, box_id)
+        return tree if tree and any(vcpus_running(p.pid) for p in tree) else None
+    return wait_for(probe, timeout_s, f"the VM of box {box_id} to run its vCPUs",
+                    interval_s=0.01)
+
+
 def wait_for_shim(home: Path, box_id: str, timeout_s: float = 30.0) -> list[Proc]:
     return wait_for(lambda: box_tree(home, box_id), timeout_s,
                     f"the shim of box {box_id} to be spawned", interval_s=0.01)
