@@ -36,6 +36,14 @@ class ScenarioFailed(AssertionError):
     """Raised by conclude() when a verdict fails the scenario; the message lists them."""
 
 
+def raise_if_failing(judgements: list[Judgement]) -> None:
+    failing = [j for j in judgements if j.outcome in FAILING]
+    if failing:
+        raise ScenarioFailed("\n".join(
+            f"{j.verdict.check}: {j.outcome.upper()} ({j.verdict.status}) - "
+            f"{j.verdict.summary}" for j in failing))
+
+
 @dataclass
 class Chaos:
     node_id: str
@@ -145,12 +153,17 @@ class Chaos:
         )
         self.teardown_report["killed"] = self.ledger.kill_leftovers()
         self.write_summary()
-        failing = [j for j in self.judgements if j.outcome in FAILING]
-        if failing:
-            raise ScenarioFailed("\n".join(
-                f"{j.verdict.check}: {j.outcome.upper()} ({j.verdict.status}) - "
-                f"{j.verdict.summary}" for j in failing))
+        raise_if_failing(self.judgements)
         return self.judgements
+
+    ready = True        # a Chaos world is usable from the start
+
+    def result(self, outcome: str, duration_s: float) -> dict[str, Any]:
+        """This scenario's line in the run's results.jsonl."""
+        return {"nodeid": self.node_id, "outcome": outcome, "duration_s": round(duration_s, 3),
+                "runtime": self.env.spec.text, "runtime_version": self.env.version,
+                "workdir": str(self.workdir),
+                "judgements": [j.to_json() for j in self.judgements]}
 
     def safety_teardown(self) -> None:
         """Whatever happened, leave nothing running: heal, kill hosts, kill leftovers."""

@@ -17,6 +17,7 @@ import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,10 @@ from harness.known import load_table
 from harness.observe.processes import become_subreaper
 from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime
 
-chaos_key = pytest.StashKey[Chaos]()
+# The scenario's world (a Chaos, or a conformance TargetScenario): anything with `history`,
+# `ready`, `conclude()`, `result(outcome, duration_s)` and `keep_artifacts()`.
+world_key = pytest.StashKey[Any]()
+chaos_key = world_key
 REPORT_ENV = "BOXLITE_CHAOS_REPORT"
 
 
@@ -184,11 +188,11 @@ def pytest_runtest_call(item: pytest.Item):
     try:
         result = yield
     finally:
-        ctx = item.stash.get(chaos_key, None)
+        ctx = item.stash.get(world_key, None)
         if ctx is not None:
             ctx.history.append("meta", event="call_done", wall_s=round(time.monotonic() - t0, 3))
     failed = None
-    if ctx is not None:
+    if ctx is not None and ctx.ready:
         try:
             ctx.conclude()
         except ScenarioFailed as exc:
@@ -201,19 +205,14 @@ def pytest_runtest_call(item: pytest.Item):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     rep = yield
-    ctx = item.stash.get(chaos_key, None)
-    if ctx is not None and rep.when == "call":
-        outcome = rep.outcome
+    ctx = item.stash.get(world_key, None)
+    if ctx is not None and ctx.ready and rep.when == "call":
         if rep.failed:
             ctx.keep_artifacts()
-        ctx.history.append("meta", event="outcome", outcome=outcome,
+        ctx.history.append("meta", event="outcome", outcome=rep.outcome,
                            duration_s=round(rep.duration, 3))
-        rec = {"nodeid": item.nodeid, "outcome": outcome, "duration_s": round(rep.duration, 3),
-               "runtime": ctx.env.spec.text, "runtime_version": ctx.env.version,
-               "workdir": str(ctx.workdir),
-               "judgements": [j.to_json() for j in ctx.judgements]}
         with open(item.config.stash[report_key] / "results.jsonl", "a") as fh:
-            fh.write(json.dumps(rec, default=str) + "\n")
+            fh.write(json.dumps(ctx.result(rep.outcome, rep.duration), default=str) + "\n")
     return rep
 
 

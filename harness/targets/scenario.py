@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import checks
-from harness.context import ScenarioFailed
+from harness.context import raise_if_failing
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import Proc
 from harness.history import History
-from harness.known import FAILING, Judgement, KnownFailure, judge
+from harness.known import Judgement, KnownFailure, judge
 from harness.observe.processes import ProcessLedger, ProcRecord, Sample
 from harness.shutdown import runtime_gone_within
 from harness.targets import pattern
@@ -140,11 +140,7 @@ class TargetScenario:
                                                  cleanup.observed))
         self.teardown["killed"] = self.ledger.kill_leftovers()
         self.write_summary()
-        failing = [j for j in self.judgements if j.outcome in FAILING]
-        if failing:
-            raise ScenarioFailed("\n".join(
-                f"{j.verdict.check}: {j.outcome.upper()} ({j.verdict.status}) - "
-                f"{j.verdict.summary}" for j in failing))
+        raise_if_failing(self.judgements)
         return self.judgements
 
     def _close_target(self) -> Cleanup | None:
@@ -189,6 +185,15 @@ class TargetScenario:
             append_row(self.report_dir, {"nodeid": self.node_id, **target,
                                          "workdir": str(self.workdir),
                                          "judgements": judgements})
+
+    def keep_artifacts(self) -> Path:
+        """The target's daemon logs and state already live in the scenario's folder."""
+        return self.workdir
+
+    @property
+    def ready(self) -> bool:
+        """A world whose target could not be set up (skipped) has nothing to conclude."""
+        return self.target is not None
 
     def result(self, outcome: str, duration_s: float) -> dict[str, Any]:
         """This scenario's line in the run's results.jsonl (the HTML report reads it)."""

@@ -15,22 +15,16 @@ reason, in the run's conformance.jsonl so the matrix can say why a cell is unkno
 
 from __future__ import annotations
 
-import json
-import re
-import time
 from pathlib import Path
 
 import pytest
 
-from harness.context import ScenarioFailed
 from harness.errors import HarnessError
 from harness.image import busybox_image
-from harness.plugin import report_key
+from harness.plugin import _slug, report_key, world_key
 from harness.runtime.spec import ensure_runtime
 from harness.targets.base import Target, TargetUnavailable
 from harness.targets.scenario import TargetScenario, append_row
-
-world_key = pytest.StashKey[TargetScenario]()
 
 TARGETS = [pytest.param("docker", id="docker"),
            pytest.param("boxlite", id="boxlite", marks=pytest.mark.tier("init"))]
@@ -48,10 +42,6 @@ def boxlite_env(pytestconfig: pytest.Config):
         return ensure_runtime(pytestconfig.getoption("--runtime"))
     except HarnessError as exc:
         return exc
-
-
-def _slug(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
 
 
 def _make_target(request: pytest.FixtureRequest, kind: str, world: TargetScenario) -> Target:
@@ -91,37 +81,12 @@ def world(request: pytest.FixtureRequest, target_kind: str, report_dir: Path,
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item):
-    """After the scenario's steps, conclude its world: its verdicts decide the outcome."""
-    t0 = time.monotonic()
-    try:
-        result = yield
-    finally:
-        sc = item.stash.get(world_key, None)
-        if sc is not None:
-            sc.history.append("meta", event="call_done", wall_s=round(time.monotonic() - t0, 3))
-    failed = None
-    if sc is not None and sc.target is not None:
-        try:
-            sc.conclude()
-        except ScenarioFailed as exc:
-            failed = str(exc)
-    if failed:
-        pytest.fail(failed, pytrace=False)
-    return result
-
-
-@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A target that could not be set up still gets its row in the matrix (the plugin
+    writes the results of every scenario that ran)."""
     rep = yield
-    sc = item.stash.get(world_key, None)
     run = item.config.stash[report_key]
-    if sc is not None and sc.target is not None and rep.when == "call":
-        sc.history.append("meta", event="outcome", outcome=rep.outcome,
-                          duration_s=round(rep.duration, 3))
-        with open(run / "results.jsonl", "a") as fh:
-            fh.write(json.dumps(sc.result(rep.outcome, rep.duration), default=str) + "\n")
-    elif rep.skipped and rep.when == "setup" and hasattr(item, "callspec"):
+    if rep.skipped and rep.when == "setup" and hasattr(item, "callspec"):
         kind = item.callspec.params.get("target_kind")
         if kind:
             reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
