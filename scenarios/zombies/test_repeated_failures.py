@@ -10,6 +10,7 @@ steal it: upstream issue 523's reverted fix).
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 
 from harness import checks
@@ -17,6 +18,7 @@ from harness.faults.shim import wait_for_shim
 from harness.observe import ledger
 from harness.runtime.host import RuntimeOpError
 from harness.steps import create_box, start_with_fault
+from harness.wait import wait_for
 
 pytestmark = pytest.mark.tier("init")
 
@@ -38,6 +40,13 @@ def _one_failure(chaos, host, kind, i):
         return box
     start_with_fault(chaos, host, box, fault=None if kind == "boot" else kind)
     return box
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _scope(chaos, host, boxes=()):
@@ -80,5 +89,8 @@ def test_owner_wait_keeps_its_exit_code(chaos, failures):
         # With a process-wide reaper in the host (the rip-out side) the runtime's own waits
         # lose their children too, so a start may fail before any shim exists.
         start_with_fault(chaos, host, box, fault="kill", if_spawned=True)
+    # The owner waits only once its child has exited: then nothing but a thief can have taken
+    # the exit status (were both already blocked in waitpid, the kernel would pick either).
+    wait_for(lambda: _ended(child["pid"]), 30, "the host's own child to exit")
     res = host.call("wait_child", timeout_s=30, pid=child["pid"])
     chaos.judge(checks.owner_wait(OWNER_CHILD_EXIT, res["exit_code"], res["error"]))
