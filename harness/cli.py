@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report", help="report folder (default: reports/gate-<time>)")
     g.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
     g.add_argument("-k", help="pytest -k expression")
-    g.add_argument("-n", "--workers", default="auto",
-                   help="parallel workers (pytest-xdist); 1 runs serially")
+    g.add_argument("-n", "--workers", default="4",
+                   help="parallel workers (pytest-xdist; default 4: scenarios mostly wait on "
+                        "the runtime); 1 runs serially")
     g.set_defaults(fn=cmd_gate)
 
     r = sub.add_parser("report", help="rebuild the HTML report of a run folder")
