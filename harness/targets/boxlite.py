@@ -26,7 +26,7 @@ from harness.image import BusyboxImage
 from harness.observe.processes import classify
 from harness.observe.records import RecordRead, read_host, read_store
 from harness.registry import LocalRegistry, needs_registry
-from harness.runtime.host import RUNNER, HostFactory, RuntimeHost
+from harness.runtime.host import RUNNER, HostFactory, RuntimeHost, RuntimeOpError
 from harness.runtime.spec import RuntimeEnv
 from harness.shutdown import arrange, failed_box_options
 from harness.steps import START_BOUND_S
@@ -134,10 +134,12 @@ class BoxliteTarget(Target):
         out: Future = Future()
 
         def done(f: Future) -> None:
+            # Through host.result (the future is done: no wait) so the reply is in the history.
             try:
-                reply = f.result()
-                error = None if reply.get("ok") else {
-                    k: v for k, v in reply["error"].items() if k in ("type", "message")}
+                host.result(f, 0)
+                error = None
+            except RuntimeOpError as exc:
+                error = {"type": exc.type, "message": exc.message}
             except HostError as exc:
                 error = {"type": "HostError", "message": str(exc)}
             out.set_result(Started(iid, error, time.monotonic() - t0))
