@@ -41,3 +41,22 @@ def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str,
         if deadline.expired():
             raise WaitTimeout(f"gave up after {timeout_s:.1f}s waiting for {what}")
         time.sleep(min(interval_s, deadline.remaining()) or interval_s)
+
+
+def poll_until(probe: Callable[[], object], timeout_s: float, what: str,
+               interval_s: float = 0.2) -> bool:
+    """Poll until `probe` is truthy; False when the deadline passes (for checks that judge
+    the timeout themselves instead of raising). `what` names the awaited condition."""
+    try:
+        wait_for(probe, timeout_s, what, interval_s)
+        return True
+    except WaitTimeout:
+        return False
+
+
+def hold(seconds: float, why: str) -> None:
+    """A deliberate pause that is part of a fault's timing (not a wait for a condition):
+    bounded by definition, and it says why."""
+    deadline = Deadline(seconds, why)
+    while not deadline.expired():
+        time.sleep(min(0.05, deadline.remaining()))

@@ -31,6 +31,7 @@ import traceback
 import boxlite
 
 _out_lock = threading.Lock()
+REAPER_IDLE_S = 0.05
 
 
 def emit(obj: dict) -> None:
@@ -193,7 +194,9 @@ def install_global_reaper() -> None:
                 pid, _ = os.waitpid(-1, 0)
                 emit({"event": "reaped", "pid": pid})
             except ChildProcessError:
-                time.sleep(0.05)
+                # No child right now. This reproduces upstream's reverted reaper, which idles
+                # for the host's whole life; there is nothing to wait for with a deadline.
+                time.sleep(REAPER_IDLE_S)
     threading.Thread(target=reap, name="global-reaper", daemon=True).start()
 
 

@@ -6,7 +6,6 @@ own and after a graceful shutdown. Thawed before the timeout, the box must eithe
 cleanly: never a record stuck in a transitional status.
 """
 
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ from harness.steps import (
     read_live,
     start_with_fault,
 )
+from harness.wait import hold
 
 pytestmark = pytest.mark.tier("init")
 
@@ -45,7 +45,7 @@ def test_guest_hang_thawed_before_timeout_never_sticks(chaos):
 
     fut = host.send("start", box_id=box)
     freeze = chaos.inject(freeze_box(host.home, box, wait_for_shim(host.home, box)))
-    time.sleep(10.0)            # well inside the 30 s guest-connect wait
+    hold(10.0, "the guest stays frozen 10 s, well inside the 30 s guest-connect wait")
     chaos.faults.heal(freeze)
     try:
         host.result(fut, 90)

@@ -9,7 +9,6 @@ database lives in the run's report folder.
 """
 
 import signal
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +21,7 @@ from harness.observe.logs import runtime_log
 from harness.observe.records import store_integrity, store_rows
 from harness.runtime.host import RuntimeOpError
 from harness.steps import create_box
-from harness.wait import WaitTimeout, wait_for
+from harness.wait import WaitTimeout, hold, wait_for
 
 pytestmark = pytest.mark.tier("init")
 
@@ -45,7 +44,7 @@ def _die_and_judge(chaos, sig, point, delay_s=None):
     box = create_box(chaos, host, name="victim")
     fut = host.send("start", box_id=box)
     if delay_s is not None:
-        time.sleep(delay_s)
+        hold(delay_s, f"the start runs {delay_s:.3f}s before the host is signalled")
     else:
         wait_for(_marker(host, box, point), 30, f"start of box {box} to reach {point}",
                  interval_s=0.005)

@@ -28,7 +28,7 @@ from harness.soak import (
     status_as_modelled,
 )
 from harness.steps import START_BOUND_S, create_box, start_with_fault
-from harness.wait import Deadline
+from harness.wait import poll_until
 
 pytestmark = pytest.mark.tier("init")
 
@@ -78,9 +78,8 @@ def test_force_remove_while_starting_ends_the_vm(chaos):
     wait_for_vcpus(host.home, box, timeout_s=60)
     host.call("remove", timeout_s=60, box_id=box, force=True)
     removed = time.monotonic()
-    deadline = Deadline(WATCHDOG_BOUND_S, f"the processes of force-removed box {box} to end")
-    while box_processes(os.getpid()).get(box) and not deadline.expired():
-        time.sleep(0.2)
+    poll_until(lambda: not box_processes(os.getpid()).get(box), WATCHDOG_BOUND_S,
+               f"the processes of force-removed box {box} to end")
     procs = box_processes(os.getpid()).get(box, [])
     chaos.judge(processes_follow_boxes(
         [{"label": "force-removed", "id": box, "state": "removed",
@@ -110,9 +109,8 @@ def test_force_remove_before_the_shim_spawns_leaves_nothing(chaos):
             host.result(fut, START_BOUND_S)
         except RuntimeOpError:
             pass
-        deadline = Deadline(WATCHDOG_BOUND_S, f"the processes of box {box} to end")
-        while box_processes(os.getpid()).get(box) and not deadline.expired():
-            time.sleep(0.2)
+        poll_until(lambda box=box: not box_processes(os.getpid()).get(box), WATCHDOG_BOUND_S,
+                   f"the processes of box {box} to end")
         verdict = checks.box_gone(_reads(host, box, "force_removed"),
                                   (host.home / "boxes" / box).exists(),
                                   socket_dir(box).exists(),
