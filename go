@@ -46,7 +46,7 @@ case "$cmd" in
     setup
     report="reports/test-$(date -u +%Y%m%dT%H%M%SZ)"
     exec .venv/bin/python -m pytest tests scenarios -n 4 --dist worksteal \
-      --chaos-report "$report" --junitxml "$report/junit.xml" "$@" ;;
+      --chaos-record-durations --chaos-report "$report" --junitxml "$report/junit.xml" "$@" ;;
   *)
     echo "usage: ./go gate [options] | ./go test [pytest options]" >&2
     exit 2 ;;

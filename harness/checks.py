@@ -343,9 +343,11 @@ def no_growth(name: str, series: Sequence[tuple[float, float]], max_slope: float
 
 @check("ledger_settled")
 def ledger_settled(before: dict[str, Any], after: dict[str, Any],
-                   rules: dict[str, Callable[[Any, Any], bool]]) -> Verdict:
+                   rules: dict[str, Callable[[Any, Any], bool]],
+                   waited_s: float | None = None, bound_s: float | None = None) -> Verdict:
     """Every ledger probe is back where it was (by its own rule); a probe that could not be
-    read makes the verdict unknown."""
+    read makes the verdict unknown. `after` may be the last of several snapshots taken up to
+    `bound_s` (ledger.settle): then `waited_s` says how long settling took."""
     bad, unread = {}, {}
     for name, ok in rules.items():
         b, a = before.get(name), after.get(name)
@@ -354,13 +356,15 @@ def ledger_settled(before: dict[str, Any], after: dict[str, Any],
         elif not ok(b, a):
             bad[name] = {"before": b, "after": a}
     ev = {"before": {k: str(v) for k, v in before.items()},
-          "after": {k: str(v) for k, v in after.items()}, "grown": bad, "unreadable": unread}
+          "after": {k: str(v) for k, v in after.items()}, "grown": bad, "unreadable": unread,
+          "waited_s": None if waited_s is None else round(waited_s, 2), "bound_s": bound_s}
     if bad:
         return Verdict("ledger_settled", VIOLATED, ev, "grown: " + ", ".join(
             f"{k} {v['before']}→{v['after']}" for k, v in bad.items()))
     if unread:
         return Verdict("ledger_settled", UNKNOWN, ev, f"could not read {sorted(unread)}")
-    return Verdict("ledger_settled", HOLDS, ev, f"{len(rules)} probes settled")
+    return Verdict("ledger_settled", HOLDS, ev, f"{len(rules)} probes settled" + (
+        f" (in {waited_s:.1f}s)" if waited_s is not None else ""))
 
 
 @check("owner_wait")

@@ -64,7 +64,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     os.environ["BOXLITE_CHAOS_REPORT"] = str(report)
     argv = [*targets, "--runtime", args.runtime, "--chaos-report", str(report),
             "--junitxml", str(report / "junit.xml"), "-p", "no:cacheprovider",
-            "-o", "testpaths=scenarios", "-q"]
+            "-o", "testpaths=scenarios", "-q", "--chaos-record-durations"]
     if args.workers != 1:
         argv += ["-n", str(args.workers), "--dist", "worksteal"]
     if args.k:

@@ -23,9 +23,11 @@ import re
 import shutil
 import socket
 import sqlite3
+import struct
 import tarfile
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -539,22 +541,63 @@ def _gzip(data: bytes) -> bytes:
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class _LayerPrefix:
+    """A layer's members re-serialized (no end-of-archive yet), deflated once: a variant
+    only appends one member, so it resumes copies of these states instead of recompressing
+    the whole layer (that took 0.18 s a case idle, and seconds on a loaded 2-core machine)."""
+
+    head: bytes                  # raw deflate output for `size` bytes of tar
+    deflate: Any                 # zlib.Compress fed those bytes (copied, never fed again)
+    crc: int
+    size: int
+    digest: Any                  # hashlib.sha256 of those bytes (copied, never fed again)
+
+
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"   # deflate, mtime 0, no name
+
+
+_PREFIXES: dict[str, _LayerPrefix] = {}
+
+
+def _layer_prefix(digest: str, layer: Path) -> _LayerPrefix:
+    """Kept per layer digest (blobs are content-addressed): one build per base layer."""
+    if digest not in _PREFIXES:
+        _PREFIXES[digest] = _deflated_prefix(layer.read_bytes())
+    return _PREFIXES[digest]
+
+
+def _deflated_prefix(layer: bytes) -> _LayerPrefix:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer))) as src:
+        dst = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)
+        for member in src.getmembers():
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        raw = buf.getvalue()            # read before close(): no end-of-archive blocks
+    comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return _LayerPrefix(comp.compress(raw), comp, zlib.crc32(raw), len(raw),
+                        hashlib.sha256(raw))
+
+
 def restamp_layer(parts: LayoutParts, text: str) -> None:
     """Replace the first layer by a copy holding one more file (`etc/hostile-variant`), so its
     digest is new; update the manifest and the config's diff_id."""
     old = blob_path(parts.path, parts.layer_digest)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(old.read_bytes()))) as src, \
-            tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as dst:
-        for member in src.getmembers():
-            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-        info = tarfile.TarInfo("etc/hostile-variant")
-        info.size, info.mode, info.mtime = len(text.encode()), 0o644, 0
-        dst.addfile(info, io.BytesIO(text.encode()))
-    raw = buf.getvalue()
-    data = _gzip(raw)
-    parts.manifest["layers"][0].update(digest=put_blob(parts.path, data), size=len(data))
-    parts.config["rootfs"]["diff_ids"][0] = sha256(raw)
+    pre = _layer_prefix(parts.layer_digest, old)
+    data = text.encode()
+    info = tarfile.TarInfo("etc/hostile-variant")
+    info.size, info.mode, info.mtime = len(data), 0o644, 0
+    tail = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + data
+    tail += bytes(-len(tail) % tarfile.BLOCKSIZE) + bytes(2 * tarfile.BLOCKSIZE)
+    tail += bytes(-(pre.size + len(tail)) % tarfile.RECORDSIZE)
+    comp = pre.deflate.copy()
+    body = pre.head + comp.compress(tail) + comp.flush()
+    size = pre.size + len(tail)
+    blob = _GZIP_HEADER + body + struct.pack("<II", zlib.crc32(tail, pre.crc), size & 0xFFFFFFFF)
+    raw_digest = pre.digest.copy()
+    raw_digest.update(tail)
+    parts.manifest["layers"][0].update(digest=put_blob(parts.path, blob), size=len(blob))
+    parts.config["rootfs"]["diff_ids"][0] = "sha256:" + raw_digest.hexdigest()
     old.unlink()
 
 

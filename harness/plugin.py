@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from harness import schedule
 from harness.context import Chaos, ScenarioFailed
 from harness.doctor import DoctorReport, check_kvm, run_doctor
 from harness.errors import HarnessError
@@ -43,6 +44,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--chaos-report", default=os.environ.get(REPORT_ENV),
                 help="folder for histories, verdicts and the report (default: a new folder "
                      "under reports/)")
+    g.addoption("--chaos-record-durations", action="store_true",
+                default=os.environ.get("BOXLITE_CHAOS_RECORD_DURATIONS") == "1",
+                help="blend this run's per-test times into the scheduler's estimates "
+                     "(the cache's durations.json); gate and bench-gate turn it on")
+    g.addoption("--chaos-order", choices=("longest-first", "collection"),
+                default="longest-first",
+                help="order of a parallel (worksteal) run: longest-first from measured "
+                     "durations (default), or plain collection order")
     g.addoption("--chaos-override", action="append", default=[], metavar="FIELD=VALUE",
                 help="force a host flavour field on every host (rip-out: sigterm=none, "
                      "reaper=global)")
@@ -64,6 +73,35 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 report_key = pytest.StashKey[Path]()
+ESTIMATES = "bxc_estimates"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, on the controller: every worker orders its collection from the same table."""
+    node.workerinput[ESTIMATES] = schedule.load_estimates()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker: longest first, dealt into the runs worksteal sends (see
+    harness.schedule). Serial runs keep collection order."""
+    winput = getattr(config, "workerinput", None)
+    if (not winput or ESTIMATES not in winput or config.getoption("dist", "no") != "worksteal"
+            or config.getoption("--chaos-order") != "longest-first"):
+        return
+    items[:] = schedule.longest_first(items, [i.nodeid for i in items], winput[ESTIMATES],
+                                      int(winput.get("workercount", 1)))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """On the controller: a test's seconds, setup + call + teardown, for the scheduler."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+
+
+_durations: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
@@ -219,6 +257,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    measured = dict(_durations)
+    _durations.clear()
+    if measured and session.config.getoption("--chaos-record-durations"):
+        try:
+            schedule.record(measured)
+        except OSError as exc:
+            print(f"boxlite-chaos: durations not recorded: {exc}")
     path = session.config.stash[report_key]
     if (path / "results.jsonl").is_file():
         from harness.report.build import build_report

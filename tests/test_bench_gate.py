@@ -1,6 +1,8 @@
 """The gate benchmark's split of a scenario's wall time into runtime time and overhead."""
 
-from harness.bench_gate import op_intervals, union_length
+import json
+
+from harness.bench_gate import WINDOW_OPS, op_intervals, scenario_figures, union_length
 
 
 def test_union_of_overlapping_operations_counts_once():
@@ -23,3 +25,26 @@ def test_op_intervals_pairs_invokes_with_replies_per_host_and_request():
     iv = op_intervals(events)
     assert (0.2, 30.2) in iv and (0.0, 0.1) in iv and (31.0, 31.5) in iv
     assert round(union_length(iv), 3) == round(0.1 + 30.0 + 0.5, 3)
+
+
+def test_docker_operations_and_observation_windows_are_not_overhead(tmp_path):
+    from harness.history import History
+    work = tmp_path / "s"
+    h = History(work / "history.jsonl", {"scenario": "s"})
+    events = [("invoke", {"host": "dockerd", "op": "dockerd_start", "req": 1}),
+              ("ok", {"host": "dockerd", "op": "dockerd_start", "req": 1}),
+              ("invoke", {"host": "harness", "op": "observe_window", "req": "window"}),
+              ("ok", {"host": "harness", "op": "observe_window", "req": "window"})]
+    for kind, fields in events:
+        h.append(kind, **fields)
+    h.close()
+    (tmp_path / "results.jsonl").write_text(json.dumps(
+        {"nodeid": "s", "outcome": "passed", "duration_s": 1.0, "workdir": str(work)}) + "\n")
+    evs = [{"t": 0.0, "kind": "invoke", "host": "dockerd", "op": "dockerd_start", "req": 1},
+           {"t": 2.0, "kind": "ok", "host": "dockerd", "op": "dockerd_start", "req": 1},
+           {"t": 3.0, "kind": "invoke", "host": "harness", "op": "observe_window", "req": "w"},
+           {"t": 9.0, "kind": "ok", "host": "harness", "op": "observe_window", "req": "w"}]
+    assert op_intervals(evs) == [(0.0, 2.0)]
+    assert op_intervals(evs, WINDOW_OPS) == [(3.0, 9.0)]
+    [row] = scenario_figures(tmp_path)
+    assert row["overhead_s"] == max(0.0, row["wall_s"] - row["runtime_s"] - row["windows_s"])

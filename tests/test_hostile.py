@@ -10,10 +10,12 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import socket
 import sqlite3
 import tarfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -234,7 +236,7 @@ def inspect_layout(path: Path) -> dict:
             problems.append(f"layer {i} digest mismatch")
         try:
             raw = gzip.decompress(data)
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             problems.append(f"layer {i} not gzip")
             continue
         if config["rootfs"]["diff_ids"][i] != sha(raw):
@@ -302,6 +304,26 @@ def test_broken_layers_are_layers_of_their_own(base_layout, tmp_path):
         manifest = json.loads(blob(tmp_path / variant, index["manifests"][0]["digest"])
                               .read_text())
         assert manifest["layers"][0]["digest"] != base_layer, variant
+
+
+def test_a_restamped_layer_is_a_whole_valid_layer_of_its_own(base_layout, tmp_path):
+    digests = set()
+    for text in ("one 1\n", "two 2\n", "one 1\n"):
+        dest = tmp_path / f"l{len(digests)}-{text.split()[0]}"
+        shutil.copytree(base_layout, dest)
+        parts = hostile.LayoutParts.load(dest)
+        hostile.restamp_layer(parts, text)
+        parts.save()
+        seen = inspect_layout(dest)
+        assert seen["problems"] == []           # digest and diff_id both match the bytes
+        with tarfile.open(fileobj=io.BytesIO(seen["layers"][0])) as tar:
+            names = tar.getnames()
+            assert tar.extractfile("etc/hostile-variant").read() == text.encode()
+        with tarfile.open(fileobj=io.BytesIO(inspect_layout(base_layout)["layers"][0])) as tar:
+            assert names == [*tar.getnames(), "etc/hostile-variant"]
+        assert len(seen["layers"][0]) % tarfile.RECORDSIZE == 0
+        digests.add(parts.layer_digest)
+    assert len(digests) == 2                    # same text, same layer; new text, new layer
 
 
 def test_the_well_formed_variant_holds_the_base_files(base_layout, tmp_path):

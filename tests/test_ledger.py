@@ -356,3 +356,27 @@ def test_become_subreaper_in_a_child_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True).stdout.split()
     assert out == ["False", "True", "True"]
+
+
+def test_settle_waits_for_processes_caught_mid_exit(monkeypatch):
+    from harness.observe import ledger
+    snaps = iter([{"descendants": 2}, {"descendants": 1}, {"descendants": 0}])
+    monkeypatch.setattr(ledger, "take", lambda scope, probes=ledger.PROBES: next(snaps))
+    after, waited = ledger.settle(None, {"descendants": 0},
+                                  {"descendants": lambda b, a: a <= b}, bound_s=5.0,
+                                  interval_s=0.01)
+    assert after == {"descendants": 0}
+    assert waited < 1.0
+
+
+def test_settle_gives_up_at_its_bound_with_what_is_still_grown(monkeypatch):
+    from harness import checks
+    from harness.observe import ledger
+    monkeypatch.setattr(ledger, "take", lambda scope, probes=ledger.PROBES: {"descendants": 2})
+    rules = {"descendants": lambda b, a: a <= b}
+    after, waited = ledger.settle(None, {"descendants": 0}, rules, bound_s=0.3,
+                                  interval_s=0.05)
+    assert after == {"descendants": 2}
+    assert 0.3 <= waited < 1.0
+    v = checks.ledger_settled({"descendants": 0}, after, rules, waited, 0.3)
+    assert v.status == checks.VIOLATED and v.evidence["bound_s"] == 0.3

@@ -8,6 +8,7 @@ read returns `Unreadable`, and the comparison then says `unknown` rather than gu
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import psutil
 
 from harness.observe.processes import classify
 from harness.observe.records import store_rows
+from harness.wait import Deadline
 
 
 @dataclass(frozen=True)
@@ -119,3 +121,24 @@ def take(scope: Scope, probes: Sequence[Probe] = PROBES) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - an unreadable probe is reported, not raised
             out[probe.name] = Unreadable(f"{type(exc).__name__}: {exc}")
     return out
+
+
+# How long processes caught mid-exit get to finish: a start answers when the runtime has
+# killed its shim, a moment before bwrap reaps the VM and is reaped itself.
+SETTLE_BOUND_S = 10.0
+
+
+def settle(scope: Scope, before: dict[str, Any], rules: dict[str, Callable[[Any, Any], bool]],
+           bound_s: float = SETTLE_BOUND_S, interval_s: float = 0.1
+           ) -> tuple[dict[str, Any], float]:
+    """Take the probes until every rule holds against `before` or `bound_s` has passed.
+    Returns the last snapshot (what a check judges: anything still grown at the bound is a
+    leak) and the seconds it took."""
+    deadline = Deadline(bound_s, "the ledger's probes to settle back to where they were")
+    while True:
+        after = take(scope)
+        if all(ok(before.get(n), after.get(n)) for n, ok in rules.items()
+               if not isinstance(after.get(n), Unreadable)
+               and not isinstance(before.get(n), Unreadable)) or deadline.expired():
+            return after, deadline.elapsed()
+        time.sleep(min(interval_s, deadline.remaining()))

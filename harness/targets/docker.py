@@ -11,6 +11,7 @@ then SIGKILL by pid and start time, and whatever it mounted under its folder is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ import requests
 
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import KillShim, Proc
+from harness.history import History
 from harness.image import BUSYBOX, _layer_tar
 from harness.targets.base import (
     STOP_BOUND_S,
@@ -70,6 +73,64 @@ LONGEST_SOCKET = "exec/containerd/containerd-debug.sock"
 TRANSITIONAL = ("restarting", "removing")
 
 _errors = (docker.errors.DockerException, requests.exceptions.RequestException)
+_requests = itertools.count(1)
+# Where the object ids sit in an API path: named as a template, so ops group by call.
+_ID_IN_PATH = re.compile(r"/(?:containers|images|exec)/[^/]+")
+
+
+class OpLog:
+    """Docker's operations in the scenario's history, as `invoke` then `ok` or `fail` with
+    host "dockerd" (the runtime host's events have the same shape): the history says which
+    time was dockerd's own and the timeline draws it. Without a history it logs nothing."""
+
+    def __init__(self, history: History | None) -> None:
+        self.history = history
+
+    @contextlib.contextmanager
+    def op(self, op: str, **args: Any) -> Iterator[None]:
+        if self.history is None:
+            yield
+            return
+        req = next(_requests)
+        self.history.append("invoke", host="dockerd", op=op, req=req, args=args)
+        t0 = time.monotonic()
+        try:
+            yield
+        except BaseException as exc:
+            self.history.append("fail", host="dockerd", op=op, req=req,
+                                elapsed_s=round(time.monotonic() - t0, 4),
+                                error={"type": type(exc).__name__, "message": str(exc)[:300]})
+            raise
+        self.history.append("ok", host="dockerd", op=op, req=req,
+                            elapsed_s=round(time.monotonic() - t0, 4))
+
+
+class LoggedAPIClient(docker.APIClient):
+    """docker's low-level client, each HTTP request an `api` op in the history."""
+
+    def __init__(self, log: OpLog, **kwargs: Any) -> None:
+        self._oplog = log           # before super(): version="auto" asks the daemon at once
+        super().__init__(**kwargs)
+
+    def _logged(self, method: str, url: str, call: Callable[[], Any]) -> Any:
+        path = _ID_IN_PATH.sub(lambda m: m.group(0).rsplit("/", 1)[0] + "/{id}",
+                               url.split("/v1.", 1)[-1].split("/", 1)[-1])
+        with self._oplog.op("api", call=f"{method} /{path}"):
+            return call()
+
+    def _get(self, url: str, **kwargs: Any) -> Any:
+        return self._logged("GET", url, lambda: super(LoggedAPIClient, self)._get(url, **kwargs))
+
+    def _post(self, url: str, **kwargs: Any) -> Any:
+        return self._logged("POST", url,
+                            lambda: super(LoggedAPIClient, self)._post(url, **kwargs))
+
+    def _put(self, url: str, **kwargs: Any) -> Any:
+        return self._logged("PUT", url, lambda: super(LoggedAPIClient, self)._put(url, **kwargs))
+
+    def _delete(self, url: str, **kwargs: Any) -> Any:
+        return self._logged("DELETE", url,
+                            lambda: super(LoggedAPIClient, self)._delete(url, **kwargs))
 
 
 _daemons = itertools.count(1)
@@ -155,6 +216,7 @@ class DockerDaemon:
     procs: list[subprocess.Popen] = field(default_factory=list)
     key: Proc | None = None
     _signal_t: float | None = None
+    log_ops: OpLog = field(default_factory=lambda: OpLog(None))
 
     @property
     def data(self) -> Path:
@@ -192,6 +254,10 @@ class DockerDaemon:
         return argv
 
     def start(self) -> DockerDaemon:
+        with self.log_ops.op("dockerd_start", storage_driver=self.storage_driver):
+            return self._start()
+
+    def _start(self) -> DockerDaemon:
         # The trust key would otherwise go to /etc/docker/key.json.
         (self.root / "daemon.json").write_text(json.dumps(
             {"deprecated-key-path": str(self.root / "key.json")}))
@@ -231,8 +297,8 @@ class DockerDaemon:
         return " | ".join(keep[-lines:])[-600:]
 
     def client(self, timeout: int = API_TIMEOUT_S) -> docker.APIClient:
-        return docker.APIClient(base_url=f"unix://{self.sock}", version="auto",
-                                timeout=timeout)
+        return LoggedAPIClient(self.log_ops, base_url=f"unix://{self.sock}", version="auto",
+                               timeout=timeout)
 
     @property
     def alive(self) -> bool:
@@ -245,6 +311,9 @@ class DockerDaemon:
         if p is not None:
             self._signal_t = time.monotonic()
             p.send_signal(sig)
+            if self.log_ops.history is not None:
+                self.log_ops.history.append("fault", fault="signal_host", host="dockerd",
+                                            signal=signal.Signals(sig).name, pid=p.pid)
 
     def wait_exit(self, timeout_s: float) -> float | None:
         """Seconds from the last signal to the exit; None if it is still running."""
@@ -254,6 +323,9 @@ class DockerDaemon:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return None
+        if self.log_ops.history is not None:
+            self.log_ops.history.append("observe", what="host_exit", host="dockerd",
+                                        returncode=self.proc.returncode)
         return time.monotonic() - t_from
 
     def stop(self, bound_s: float = STOP_BOUND_S) -> dict[str, Any]:
@@ -317,10 +389,10 @@ def thaw(pid: int) -> None:
 class DockerTarget(Target):
     kind = "docker"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, history: History | None = None) -> None:
         super().__init__()
         self.root = root
-        self.daemon = DockerDaemon(root)
+        self.daemon = DockerDaemon(root, log_ops=OpLog(history))
         self.api: docker.APIClient | None = None    # type: ignore[assignment]
         self.image = ""
         self._version = "?"
@@ -502,8 +574,9 @@ class DockerTarget(Target):
         # containerd.pid still answers, and a new dockerd waits in vain for that "running"
         # containerd. So: wait for it to be gone, reaping it as init would.
         try:
-            wait_for(self._old_containerd_gone, 10.0,
-                     "the dead dockerd's containerd to end and be reaped", interval_s=0.02)
+            with self.daemon.log_ops.op("containerd_gone"):
+                wait_for(self._old_containerd_gone, 10.0,
+                         "the dead dockerd's containerd to end and be reaped", interval_s=0.02)
         except WaitTimeout:
             pass                # one that lives on is the new dockerd's to adopt
         self.daemon.start()

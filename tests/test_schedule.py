@@ -1,0 +1,110 @@
+"""The longest-first ordering against xdist's own worksteal scheduler, and the durations cache."""
+
+import json
+
+import pytest
+from xdist.scheduler.worksteal import WorkStealingScheduling
+
+from harness import schedule
+
+
+class FakeNode:
+    """Just enough of a WorkerController for the scheduler: it records what it is sent."""
+
+    def __init__(self, name):
+        self.gateway = type("GW", (), {"id": name})()
+        self.sent = []
+        self.shutting_down = False
+
+    def send_runtest_some(self, indices):
+        self.sent += indices
+
+    def send_runtest_all(self):  # pragma: no cover - not used by worksteal
+        raise AssertionError
+
+    def shutdown(self):
+        self.shutdown_called = True
+
+    def __repr__(self):
+        return self.gateway.id
+
+
+def first_runs(collection, workers):
+    """What xdist's worksteal scheduler sends each worker first, for `collection`."""
+    values = {"tx": [f"{workers}*popen"], "numprocesses": workers}
+    config = type("C", (), {"getvalue": lambda self, k: values.get(k)})()
+    sched = WorkStealingScheduling(config)
+    nodes = [FakeNode(f"gw{i}") for i in range(workers)]
+    for n in nodes:
+        sched.add_node(n)
+        sched.add_node_collection(n, collection)
+    sched.schedule()
+    return [[collection[i] for i in n.sent] for n in nodes]
+
+
+@pytest.mark.parametrize("n,workers", [(57, 8), (654, 4), (9, 4), (3, 8), (16, 16)])
+def test_run_sizes_are_what_worksteal_sends(n, workers):
+    ids = [f"t{i}" for i in range(n)]
+    runs = first_runs(ids, workers)
+    assert [len(r) for r in runs] == schedule.run_sizes(n, workers)
+
+
+def test_every_worker_starts_on_one_of_the_longest():
+    table = {f"scenarios/s{i}": float(i) for i in range(40)}      # s39 longest
+    ids = [f"tests/u{i}" for i in range(100)] + list(table)
+    ordered = schedule.longest_first(ids, ids, table, 8)
+    assert sorted(ordered) == sorted(ids)
+    runs = first_runs(ordered, 8)
+    heads = sorted(r[0] for r in runs)
+    assert heads == sorted(f"scenarios/s{i}" for i in range(32, 40))
+    for r in runs:                      # within a run: the timed ones longest first
+        timed = [table[x] for x in r if x in table]
+        assert timed == sorted(timed, reverse=True)
+
+
+def test_loads_are_balanced_and_untimed_tests_stay_together():
+    table = {"scenarios/a": 100.0, "scenarios/b": 60.0, "scenarios/c": 50.0,
+             "scenarios/d": 10.0}
+    ids = ["tests/m1::x", "tests/m1::y", "tests/m1::z", *table]
+    ordered = schedule.longest_first(ids, ids, table, 2)
+    runs = first_runs(ordered, 2)
+    loads = sorted(sum(table.get(x, 0) for x in r) for r in runs)
+    assert loads == [110.0, 110.0]      # a d | b c: greedy by least load, not round-robin
+    untimed = [x for r in runs for x in r if x.startswith("tests/")]
+    assert untimed == ["tests/m1::x", "tests/m1::y", "tests/m1::z"]
+
+
+def test_an_unknown_scenario_counts_as_long_and_anything_else_as_zero():
+    assert schedule.estimate("scenarios/new.py::t", {}) == schedule.UNKNOWN_SCENARIO_S
+    assert schedule.estimate("tests/test_x.py::t", {}) == 0.0
+    assert schedule.estimate("tests/test_x.py::t", {"tests/test_x.py::t": 4.0}) == 4.0
+
+
+def test_one_worker_or_one_item_keeps_collection_order():
+    ids = ["scenarios/a", "scenarios/b"]
+    assert schedule.longest_first(ids, ids, {"scenarios/b": 9.0}, 1) == ids
+    assert schedule.longest_first(ids[:1], ids[:1], {}, 4) == ids[:1]
+
+
+def test_record_blends_and_skips_short_new_tests(tmp_path):
+    path = tmp_path / "durations.json"
+    schedule.record({"scenarios/a": 10.0, "tests/quick": 0.01}, path)
+    assert json.loads(path.read_text()) == {"scenarios/a": 10.0}
+    schedule.record({"scenarios/a": 20.0}, path)
+    assert json.loads(path.read_text()) == {"scenarios/a": 15.0}
+
+
+def test_a_corrupt_cache_is_only_a_missing_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOXLITE_CHAOS_CACHE", str(tmp_path))
+    (tmp_path / "durations.json").write_text("{not json")
+    assert schedule.load_estimates() == schedule._read(schedule.SEED)
+    schedule.record({"scenarios/a": 3.0})
+    assert schedule._read(tmp_path / "durations.json") == {"scenarios/a": 3.0}
+
+
+def test_the_seed_names_only_collected_scenarios():
+    seed = schedule._read(schedule.SEED)
+    assert seed, "fixtures/durations.json is missing or empty"
+    for nodeid in seed:
+        path = schedule.PROJECT / nodeid.split("::")[0]
+        assert path.is_file(), f"{nodeid}: no such scenario file"
