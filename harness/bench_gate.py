@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 from harness import schedule
 from harness.history import read_history
 from harness.image import busybox_image
+from harness.plugin import HARNESS_CPU
 from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -49,10 +51,11 @@ def op_intervals(events: list[dict[str, Any]],
             out.append((open_ops.pop(key), e["t"]))
         elif signals and e["kind"] == "fault" and e.get("fault") == "signal_host":
             open_ops[(e.get("host"), "exit")] = e["t"]
-        elif signals and e["kind"] == "observe" and e.get("what") == "host_exit":
-            t0 = open_ops.pop((e.get("host"), "exit"), None)
-            if t0 is not None:
-                out.append((t0, e["t"]))
+        elif e["kind"] == "observe" and e.get("what") == "host_exit":
+            # Whatever the host still had in flight was inside the runtime until it exited
+            # (a start cut short by SIGTERM never answers).
+            for key in [k for k in open_ops if k[0] == e.get("host")]:
+                out.append((open_ops.pop(key), e["t"]))
     return out
 
 
@@ -91,18 +94,58 @@ def scenario_figures(run: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def run_gate(report: Path, workers: str, extra: list[str]) -> float:
+def machine_busy_s() -> float:
+    """Core-seconds this machine has spent busy since boot (/proc/stat, all CPUs)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def harness_cpu_s(report: Path) -> float | None:
+    """The pytest processes' own CPU (each wrote its line at session end)."""
+    path = report / HARNESS_CPU
+    if not path.is_file():
+        return None
+    return sum(json.loads(line)["cpu_s"] for line in path.read_text().splitlines() if line)
+
+
+def run_gate(report: Path, workers: str, extra: list[str]) -> dict[str, Any]:
+    """Run the gate; its wall time and where the CPU went: the machine's busy core-seconds,
+    the gate's process tree (pytest and everything it reaped: hosts, shims, VMs, dockerd;
+    the harness is a subreaper), and the harness's share of it."""
     argv = [sys.executable, "-m", "pytest", "scenarios", "-q", "-p", "no:cacheprovider",
             "-o", "testpaths=scenarios", "--chaos-report", str(report),
             "--chaos-record-durations", *extra]
     argv += ["-p", "no:xdist"] if workers == "1" else ["-n", workers, "--dist", "worksteal"]
-    t0 = time.monotonic()
+    busy0, tree0, t0 = machine_busy_s(), children_cpu_s(), time.monotonic()
     proc = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True,
                           env={**os.environ, "BOXLITE_CHAOS_REPORT": str(report)})
     wall = time.monotonic() - t0
+    busy, tree = machine_busy_s() - busy0, children_cpu_s() - tree0
     report.mkdir(parents=True, exist_ok=True)
     (report / "pytest.log").write_text(proc.stdout + proc.stderr)
-    return wall
+    harness = harness_cpu_s(report)
+    return {"wall_s": wall, "returncode": proc.returncode, "machine_busy_s": busy,
+            "gate_cpu_s": tree, "harness_cpu_s": harness,
+            "runtime_cpu_s": None if harness is None else max(0.0, tree - harness)}
+
+
+def cpu_lines(label: str, run: dict[str, Any], cores: int, longest_s: float) -> list[str]:
+    wall, busy, tree = run["wall_s"], run["machine_busy_s"], run["gate_cpu_s"]
+    lines = [f"{label:>8} CPU: machine busy {busy:.1f} of {wall * cores:.1f} core-s "
+             f"({100 * busy / (wall * cores):.0f}%); the gate's processes {tree:.1f} core-s"]
+    if run["harness_cpu_s"] is not None:
+        lines[-1] += (f" = harness (pytest processes) {run['harness_cpu_s']:.1f} + runtime "
+                      f"(hosts, shims, VMs, dockerd) {run['runtime_cpu_s']:.1f}")
+    floor = tree / cores
+    lines.append(f"{'':>8} CPU floor on {cores} cores: {floor:.1f}s = {floor / longest_s:.2f} x "
+                 f"the longest scenario (no schedule can beat it)")
+    return lines
 
 
 def main(args: argparse.Namespace) -> int:
@@ -120,38 +163,49 @@ def main(args: argparse.Namespace) -> int:
     print(f"parallel order: {args.order}" + (
         f" ({len(known)} tests with estimates; {schedule.cache_file()})"
         if args.order == "longest-first" else ""))
-    walls = {}
+    runs: dict[str, dict[str, Any]] = {}
     figures = {}
     for label, workers in (("serial", "1"), ("parallel", args.workers)):
         if label == "serial" and args.skip_serial:
             continue
-        walls[label] = run_gate(base / label, workers, extra)
+        runs[label] = run_gate(base / label, workers, extra)
         figures[label] = scenario_figures(base / label)
-        print(f"{label:>8} (-n {workers}): {walls[label]:7.1f}s wall, "
-              f"{len(figures[label])} scenarios", flush=True)
+        print(f"{label:>8} (-n {workers}): {runs[label]['wall_s']:7.1f}s wall, "
+              f"{len(figures[label])} scenarios, pytest exit {runs[label]['returncode']}",
+              flush=True)
+    walls = {k: v["wall_s"] for k, v in runs.items()}
     ref = figures.get("serial") or figures["parallel"]
     longest = max(ref, key=lambda r: r["wall_s"])
     waits = sum(r["runtime_s"] for r in ref)
     windows = sum(r["windows_s"] for r in ref)
     over = [r["overhead_s"] for r in ref]
-    print(f"longest scenario: {longest['wall_s']:.1f}s ({longest['scenario']})")
+    print(f"longest scenario: {longest['wall_s']:.1f}s ({longest['scenario']})"
+          + (" [serial run]" if "serial" in figures else " [parallel run: stretched by "
+             "contention; run without --skip-serial for the real figure]"))
     if "parallel" in walls:
         print(f"parallel / longest: {walls['parallel'] / longest['wall_s']:.2f} (target <= 1.5)")
+    cores = os.cpu_count() or 1
+    for label, run in runs.items():
+        for line in cpu_lines(label, run, cores, longest["wall_s"]):
+            print(line)
     print(f"sum of the runtime's own waits: {waits:.1f}s in operations + {windows:.1f}s in "
           f"observation windows, over {len(ref)} scenarios (sum of walls "
           f"{sum(r['wall_s'] for r in ref):.1f}s)")
-    print(f"harness overhead per scenario: mean {statistics.mean(over):.2f}s, median "
-          f"{statistics.median(over):.2f}s, p90 {sorted(over)[int(0.9 * (len(over) - 1))]:.2f}s, "
-          f"max {max(over):.2f}s; {sum(o > 1.0 for o in over)} of {len(over)} over 1 s "
-          f"(target <= 1 s)")
+    print(f"harness overhead per scenario ({'serial' if 'serial' in figures else 'parallel'} "
+          f"run): mean {statistics.mean(over):.2f}s, median {statistics.median(over):.2f}s, "
+          f"p90 {sorted(over)[int(0.9 * (len(over) - 1))]:.2f}s, max {max(over):.2f}s; "
+          f"{sum(o > 1.0 for o in over)} of {len(over)} over 1 s (target <= 1 s)")
     if "serial" in figures and "parallel" in figures:
         plong = max(figures["parallel"], key=lambda r: r["wall_s"])
-        print(f"longest in the parallel run: {plong['wall_s']:.1f}s ({plong['scenario']})")
+        pover = [r["overhead_s"] for r in figures["parallel"]]
+        print(f"in the parallel run: longest {plong['wall_s']:.1f}s ({plong['scenario']}); "
+              f"overhead median {statistics.median(pover):.2f}s, max {max(pover):.2f}s "
+              f"(harness code waiting for a CPU counts as overhead)")
     worst = sorted(ref, key=lambda r: -r["overhead_s"])[:5]
     for r in worst:
         print(f"  {r['overhead_s']:6.2f}s overhead  {r['wall_s']:6.1f}s wall  {r['scenario']}")
     (base / "bench-gate.json").write_text(json.dumps(
-        {"walls": walls, "warm_setup_s": warm, "scenarios": figures}, indent=1))
+        {"walls": walls, "runs": runs, "warm_setup_s": warm, "scenarios": figures}, indent=1))
     return 0
 
 

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import time
 
-from harness.observe.processes import ProcessLedger
-from harness.wait import wait_for
+from harness.observe.processes import IDLE_INTERVAL_S, STABLE_AFTER_S, ProcessLedger
+from harness.wait import hold, wait_for
 
 
-def overhead(n_procs: int, seconds: float, interval_s: float) -> dict[str, float]:
+def overhead(n_procs: int, seconds: float, interval_s: float,
+             idle_s: float | None) -> dict[str, float]:
     procs = [subprocess.Popen(["sleep", "600"]) for _ in range(n_procs)]
     try:
-        ledger = ProcessLedger(interval_s=interval_s)
+        ledger = ProcessLedger(interval_s=interval_s, idle_interval_s=idle_s)
         ledger.own_children.update(p.pid for p in procs)
         t_cpu, t_wall = time.process_time(), time.monotonic()
         ledger.start()
@@ -34,11 +36,17 @@ def overhead(n_procs: int, seconds: float, interval_s: float) -> dict[str, float
             p.wait()
 
 
-def detection_latency(trials: int, interval_s: float) -> list[float]:
+def detection_latency(trials: int, interval_s: float, idle_s: float | None) -> list[float]:
+    """From a zombie appearing to the ledger seeing it. With an idle interval, each zombie
+    appears after a quiet spell (the sampler slowed down): the worst case."""
     out = []
-    ledger = ProcessLedger(interval_s=interval_s).start()
+    ledger = ProcessLedger(interval_s=interval_s, idle_interval_s=idle_s).start()
     try:
         for _ in range(trials):
+            if idle_s is not None:
+                # Quiet long enough to slow down, then at a random phase of its idle cycle.
+                hold(STABLE_AFTER_S + idle_s * (2 + random.random()),
+                     "a quiet tree, so the sampler has slowed")
             child = subprocess.Popen(["true"])
             ledger.own_children.add(child.pid)       # we reap it ourselves, after detection
             # The zombie exists from the child's exit; poll /proc to timestamp that moment.
@@ -65,16 +73,22 @@ def _state(pid: int) -> str:
 
 def main(args: argparse.Namespace) -> int:
     print(f"process ledger benchmark on {os.cpu_count()} cores")
-    print(f"{'procs':>6} {'interval':>9} {'samples':>8} {'cpu %':>7} {'ms/sample':>10}")
-    for n in args.procs:
-        r = overhead(n, args.seconds, args.interval)
-        print(f"{r['procs']:>6} {r['interval_s']:>9.2f} {r['samples']:>8} "
-              f"{r['cpu_share_pct']:>7.2f} {r['ms_per_sample']:>10.2f}")
-    lat = sorted(detection_latency(args.trials, args.interval))
-    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
-    print(f"zombie detection latency over {len(lat)} trials (interval {args.interval}s): "
-          f"p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * p95:.0f} ms, "
-          f"max {1000 * lat[-1]:.0f} ms")
+    modes = [("fixed", None), ("adaptive", args.idle_interval)]
+    print(f"{'mode':>9} {'procs':>6} {'interval':>9} {'samples':>8} {'cpu %':>7} "
+          f"{'ms/sample':>10}")
+    for label, idle in modes:
+        for n in args.procs:
+            r = overhead(n, args.seconds, args.interval, idle)
+            print(f"{label:>9} {r['procs']:>6} {r['interval_s']:>9.2f} {r['samples']:>8} "
+                  f"{r['cpu_share_pct']:>7.2f} {r['ms_per_sample']:>10.2f}")
+    for label, idle in modes:
+        lat = sorted(detection_latency(args.trials, args.interval, idle))
+        p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+        what = f"interval {args.interval}s" + (
+            "" if idle is None else f", {idle}s after {STABLE_AFTER_S}s quiet (worst case)")
+        print(f"zombie detection latency, {label} ({what}), {len(lat)} trials: "
+              f"p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * p95:.0f} ms, "
+              f"max {1000 * lat[-1]:.0f} ms")
     return 0
 
 
@@ -83,5 +97,7 @@ def add_parser(sub) -> None:
     p.add_argument("--procs", type=int, nargs="+", default=[5, 25, 100])
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--interval", type=float, default=0.1)
-    p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--idle-interval", type=float, default=IDLE_INTERVAL_S,
+                   help="the adaptive sampler's interval once nothing has changed for a while")
     p.set_defaults(fn=main)

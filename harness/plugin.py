@@ -69,7 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[report_key] = Path(report).resolve()
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         # A rerun into the same folder reports this run only.
-        (config.stash[report_key] / "results.jsonl").unlink(missing_ok=True)
+        for name in ("results.jsonl", HARNESS_CPU):
+            (config.stash[report_key] / name).unlink(missing_ok=True)
 
 
 report_key = pytest.StashKey[Path]()
@@ -254,7 +255,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return rep
 
 
+HARNESS_CPU = "harness-cpu.jsonl"
+
+
+def _record_own_cpu(report: Path) -> None:
+    """This pytest process's own CPU seconds (the harness's: sampler, checks, hypothesis),
+    one line per process, so bench-gate can split the gate's CPU into harness and runtime."""
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    line = json.dumps({"process": os.environ.get("PYTEST_XDIST_WORKER", "controller"),
+                       "cpu_s": round(ru.ru_utime + ru.ru_stime, 3)}) + "\n"
+    if not report.is_dir():
+        return                  # a run that made no report folder (no scenario ran)
+    try:
+        fd = os.open(report / HARNESS_CPU, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _record_own_cpu(session.config.stash[report_key])
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
     measured = dict(_durations)

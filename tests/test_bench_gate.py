@@ -48,3 +48,13 @@ def test_docker_operations_and_observation_windows_are_not_overhead(tmp_path):
     assert op_intervals(evs, WINDOW_OPS) == [(3.0, 9.0)]
     [row] = scenario_figures(tmp_path)
     assert row["overhead_s"] == max(0.0, row["wall_s"] - row["runtime_s"] - row["windows_s"])
+
+
+def test_an_operation_cut_short_by_its_host_exiting_ends_there():
+    events = [
+        {"t": 1.0, "kind": "invoke", "host": "h1", "op": "start", "req": 4},
+        {"t": 3.0, "kind": "fault", "host": "h1", "fault": "signal_host"},
+        {"t": 3.5, "kind": "observe", "host": "h1", "what": "host_exit"},
+        {"t": 4.0, "kind": "invoke", "host": "h2", "op": "start", "req": 1},
+    ]
+    assert sorted(op_intervals(events)) == [(1.0, 3.5), (3.0, 3.5)]

@@ -380,3 +380,40 @@ def test_settle_gives_up_at_its_bound_with_what_is_still_grown(monkeypatch):
     assert 0.3 <= waited < 1.0
     v = checks.ledger_settled({"descendants": 0}, after, rules, waited, 0.3)
     assert v.status == checks.VIOLATED and v.evidence["bound_s"] == 0.3
+
+
+def test_the_sampler_slows_only_while_nothing_changes():
+    from harness.observe import processes
+    ledger = ProcessLedger(interval_s=0.1, idle_interval_s=0.5)
+    assert ledger.next_interval(0.0) == 0.1
+    assert ledger.next_interval(processes.STABLE_AFTER_S) == 0.5
+    assert ProcessLedger(interval_s=0.1, idle_interval_s=None).next_interval(60.0) == 0.1
+
+
+def test_a_quiet_tree_is_sampled_slowly_and_a_new_zombie_still_seen_within_the_idle_interval():
+    ledger = ProcessLedger(interval_s=0.05, idle_interval_s=0.4)
+    child = None
+    try:
+        with running(ledger):
+            # A child that exits when told; we do not wait for it yet (a zombie, ours).
+            child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                     stdin=subprocess.PIPE)
+            ledger.own_children.add(child.pid)
+            wait_for(lambda: any(r.pid == child.pid for r in list(ledger.records.values())),
+                     5, "the child to be seen")
+            time.sleep(2.5)                  # quiet: one process, nothing changes
+            quiet = [s for s in list(ledger.samples) if s.t >= ledger.samples[-1].t - 1.0]
+            assert len(quiet) <= 4, f"{len(quiet)} samples in the last quiet second"
+            child.stdin.close()
+            t_exit = time.monotonic()
+            wait_for(lambda: any(r.pid == child.pid and r.zombie_since is not None
+                                 for r in list(ledger.records.values())), 5, "the zombie")
+            seen_after = time.monotonic() - t_exit
+            assert seen_after < 0.4 + 0.3, seen_after
+            time.sleep(0.3)                   # changed: fast again
+            recent = [s for s in list(ledger.samples) if s.t >= ledger.samples[-1].t - 0.25]
+            assert len(recent) >= 3
+    finally:
+        if child is not None:
+            child.stdin.close()
+            child.wait(timeout=5)

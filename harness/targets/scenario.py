@@ -8,12 +8,14 @@ writes verdicts.json beside the history and a row to the run's conformance.jsonl
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ class TargetScenario:
         self.ledger = ProcessLedger(on_sample=self._on_sample)
         self.faults = FaultSet(self.history)
         self._last_count = -1
+        self._windows = itertools.count(1)
         self.ledger.start()
 
     def open(self, make: Callable[[TargetScenario], Target]) -> Target:
@@ -89,18 +92,28 @@ class TargetScenario:
     def note(self, **fields: Any) -> None:
         self.history.append("note", **fields)
 
+    @contextlib.contextmanager
+    def window(self, seconds: float, what: str) -> Iterator[None]:
+        """A stretch of time given to the runtime (to reap, to clean up), logged as an
+        `observe_window` operation: bench-gate counts it as the runtime's wait, not as
+        harness overhead."""
+        req = f"window{next(self._windows)}"
+        self.history.append("invoke", host="harness", op="observe_window", req=req,
+                            args={"seconds": seconds, "waiting_for": what})
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.history.append("ok", host="harness", op="observe_window", req=req,
+                                elapsed_s=round(time.monotonic() - t0, 3))
+
     def observe_for(self, seconds: float, what: str) -> None:
         """Keep the ledger sampling for `seconds` (waiting for `what` to show, if it will)."""
-        # Logged as an operation: the window is time given to the runtime (to reap, to
-        # clean up), so bench-gate counts it as the runtime's wait, not harness overhead.
-        self.history.append("invoke", host="harness", op="observe_window", req="window",
-                            args={"seconds": seconds, "waiting_for": what})
-        deadline = Deadline(seconds, what)
-        while not deadline.expired():
-            self.ledger.sample()
-            time.sleep(min(self.ledger.interval_s, deadline.remaining()))
-        self.history.append("ok", host="harness", op="observe_window", req="window",
-                            elapsed_s=round(deadline.elapsed(), 3))
+        with self.window(seconds, what):
+            deadline = Deadline(seconds, what)
+            while not deadline.expired():
+                self.ledger.sample()
+                time.sleep(min(self.ledger.interval_s, deadline.remaining()))
 
     # -- judging --------------------------------------------------------------------------
     def judge(self, *verdicts: checks.Verdict) -> None:

@@ -74,7 +74,8 @@ def test_failures_leave_no_helper_running(world):
     outcomes["cut"] = third.result(START_S).error
     world.note(start_errors=outcomes)
 
-    left = t.helpers_left([failing, crashed, cut], HELPERS_GONE_S)
+    with world.window(HELPERS_GONE_S, "the failed instances' helpers to go"):
+        left = t.helpers_left([failing, crashed, cut], HELPERS_GONE_S)
     observed = sum(len(t.seen.get(i, ())) for i in (failing, crashed, cut))
     world.judge(pattern.no_leaked_helpers(left, observed, HELPERS_GONE_S))
 
