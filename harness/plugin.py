@@ -79,8 +79,12 @@ ESTIMATES = "bxc_estimates"
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist, on the controller: every worker orders its collection from the same table."""
-    node.workerinput[ESTIMATES] = schedule.load_estimates()
+    """xdist, on the controller: with worksteal (the order matters only to its initial
+    runs), every worker orders its collection from the same table."""
+    config = node.config
+    if (config.getoption("dist", "no") == "worksteal"
+            and config.getoption("--chaos-order") == "longest-first"):
+        node.workerinput[ESTIMATES] = schedule.load_estimates()
 
 
 @pytest.hookimpl(trylast=True)
@@ -88,9 +92,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """On an xdist worker: longest first, dealt into the runs worksteal sends (see
     harness.schedule). Serial runs keep collection order."""
     winput = getattr(config, "workerinput", None)
-    if (not winput or ESTIMATES not in winput or config.getoption("dist", "no") != "worksteal"
-            or config.getoption("--chaos-order") != "longest-first"):
-        return
+    if not winput or ESTIMATES not in winput:
+        return          # serial, another xdist mode, or --chaos-order collection
     items[:] = schedule.longest_first(items, [i.nodeid for i in items], winput[ESTIMATES],
                                       int(winput.get("workercount", 1)))
 

@@ -108,3 +108,40 @@ def test_the_seed_names_only_collected_scenarios():
     for nodeid in seed:
         path = schedule.PROJECT / nodeid.split("::")[0]
         assert path.is_file(), f"{nodeid}: no such scenario file"
+
+
+LOGGING_TEST = '''
+import os, time
+def _log(name):
+    with open(os.environ["ORDER_LOG"], "a") as fh:
+        fh.write(f"{os.environ['PYTEST_XDIST_WORKER']} {name}\\n")
+'''
+
+
+def test_a_real_worksteal_run_starts_every_worker_on_a_long_one(tmp_path):
+    """End to end through pytest-xdist: the estimates reach the workers, and each worker's
+    first test is one of the two longest (in collection order they were the last two)."""
+    import subprocess
+    import sys
+    scen = tmp_path / "scenarios"
+    scen.mkdir()
+    body = LOGGING_TEST + "".join(
+        f"def test_{n}():\n    _log('{n}')\n" for n in ("a", "b", "c", "d", "e", "long1", "long2"))
+    (scen / "test_order.py").write_text(body)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "durations.json").write_text(json.dumps(
+        {"scenarios/test_order.py::test_long1": 90.0, "scenarios/test_order.py::test_long2": 80.0,
+         **{f"scenarios/test_order.py::test_{n}": 1.0 for n in "abcde"}}))
+    log = tmp_path / "order.log"
+    env = {**__import__("os").environ, "BOXLITE_CHAOS_CACHE": str(cache), "ORDER_LOG": str(log)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist",
+                           "worksteal", "-p", "no:cacheprovider", "--chaos-report",
+                           str(tmp_path / "report"), "scenarios"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first: dict[str, str] = {}
+    for line in log.read_text().splitlines():
+        worker, name = line.split()
+        first.setdefault(worker, name)
+    assert sorted(first.values()) == ["long1", "long2"], log.read_text()
