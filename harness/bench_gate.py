@@ -22,7 +22,6 @@ from typing import Any
 from harness import schedule
 from harness.history import read_history
 from harness.image import busybox_image
-from harness.plugin import HARNESS_CPU
 from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime
 from harness.wait import hold
 
@@ -109,6 +108,9 @@ def children_cpu_s() -> float:
 
 def harness_cpu_s(report: Path) -> float | None:
     """The pytest processes' own CPU (each wrote its line at session end)."""
+    # Imported here: the plugin pulls in hypothesis, which `gate` (pytest in this process)
+    # must import itself for its assertion rewriting.
+    from harness.plugin import HARNESS_CPU
     path = report / HARNESS_CPU
     if not path.is_file():
         return None
