@@ -25,8 +25,9 @@ SAMPLE_INTERVAL_S = 0.1
 # the background sampler slows to IDLE_INTERVAL_S until the next change: most of a scenario is
 # a runtime waiting out a timeout with nothing moving, and with 8 workers the 10 Hz sampler
 # was about a fifth of the gate's CPU on 2 cores. A change (a new process, a zombie, an
-# exit) is still seen within IDLE_INTERVAL_S, a tenth of the zombie grace; scenarios that
-# judge what is alive now sample synchronously.
+# exit) is still seen within IDLE_INTERVAL_S, a tenth of the zombie grace, and a child that
+# becomes waitable (an orphan's zombie the harness must reap, as init would) wakes the sampler
+# within SAMPLE_INTERVAL_S; scenarios that judge what is alive now sample synchronously.
 IDLE_INTERVAL_S = 0.5
 STABLE_AFTER_S = 1.0
 # A process first seen between fork and exec shows its parent's command line; while young and
@@ -246,7 +247,24 @@ class ProcessLedger:
             self.sample()
             if self.signature != last:
                 last, stable_since = self.signature, t
-            self._stop.wait(max(0.0, self.next_interval(t - stable_since) - (self.clock() - t)))
+            end = t + self.next_interval(t - stable_since)
+            # Slowed or not, a child that becomes waitable is sampled (and, if an adopted
+            # orphan, reaped) within one fast interval, as init would: a zombie left standing
+            # longer reads as a live process to a runtime recovering its boxes.
+            while not self._stop.is_set() and self.clock() < end:
+                if self.child_waitable():
+                    break
+                self._stop.wait(max(0.0, min(self.interval_s, end - self.clock())))
+
+    def child_waitable(self) -> bool:
+        """Whether a child of this process has exited and waits to be reaped (it is not
+        reaped here: WNOWAIT). Only for a ledger rooted at this process."""
+        if self.root_pid != os.getpid():
+            return False
+        try:
+            return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return False
 
     def next_interval(self, stable_for_s: float) -> float:
         """The pause before the next background sample, given how long nothing changed."""
