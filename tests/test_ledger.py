@@ -399,6 +399,10 @@ def test_a_quiet_tree_is_sampled_slowly_and_a_new_zombie_wakes_the_sampler():
             child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                                      stdin=subprocess.PIPE)
             ledger.own_children.add(child.pid)
+            # Only this test's child counts as waitable: an xdist worker may hold other
+            # tests' unreaped children, and with one waiting the sampler rightly stays fast.
+            ledger.child_waitable = lambda: psutil.Process(child.pid).status() == \
+                psutil.STATUS_ZOMBIE
             wait_for(lambda: any(r.pid == child.pid for r in list(ledger.records.values())),
                      5, "the child to be seen")
             time.sleep(3.5)                  # quiet: one process, nothing changes
@@ -446,3 +450,48 @@ def test_a_slowed_sampler_still_reaps_an_adopted_orphan_promptly():
         wait_for(lambda: any(r.pid == orphan and r.gone_at is not None
                              for r in list(ledger.records.values())), 5, "the orphan reaped")
         assert time.monotonic() - t0 < 1.0
+
+
+WAITABLE = """
+import os, subprocess, sys, time
+from harness.observe.processes import ProcessLedger
+ledger = ProcessLedger()
+child = subprocess.Popen(["sleep", "0.3"])
+before = ledger.child_waitable()
+end = time.monotonic() + 10
+while time.monotonic() < end and not ledger.child_waitable():
+    time.sleep(0.01)            # not child.poll(): that would reap it
+after = ledger.child_waitable()
+child.wait()
+print(before, after, ledger.child_waitable())
+"""
+
+
+def test_child_waitable_sees_an_exited_child_without_reaping_it():
+    # In a process of its own: this one may hold other tests' unreaped children.
+    out = subprocess.run([sys.executable, "-c", WAITABLE], capture_output=True, text=True,
+                         timeout=30, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.split() == ["False", "True", "False"], out.stdout + out.stderr
+
+
+NO_SPIN = """
+import subprocess, sys, time
+from harness.observe.processes import ProcessLedger
+child = subprocess.Popen(["true"])            # exits at once; left unreaped on purpose
+time.sleep(0.3)
+ledger = ProcessLedger(interval_s=0.1, idle_interval_s=0.5)
+ledger.own_children.add(child.pid)
+ledger.start()
+time.sleep(2.0)
+ledger.stop()
+child.wait()
+print(len(ledger.samples))
+"""
+
+
+def test_a_child_someone_else_reaps_keeps_the_sampler_at_its_fast_pace_not_faster():
+    # The regression a CI run caught: an unreaped child made the slowed sampler spin.
+    out = subprocess.run([sys.executable, "-c", NO_SPIN], capture_output=True, text=True,
+                         timeout=30, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    assert 10 <= int(out.stdout) <= 25, out.stdout     # ~20 at 0.1 s over 2 s, not hundreds

@@ -247,14 +247,17 @@ class ProcessLedger:
             self.sample()
             if self.signature != last:
                 last, stable_since = self.signature, t
-            end = t + self.next_interval(t - stable_since)
             # Slowed or not, a child that becomes waitable is sampled (and, if an adopted
             # orphan, reaped) within one fast interval, as init would: a zombie left standing
-            # longer reads as a live process to a runtime recovering its boxes.
+            # longer reads as a live process to a runtime recovering its boxes. While one
+            # waits (a child someone else will reap), no slowing down: plain fast sampling.
+            waiting = self.child_waitable()
+            pause = self.interval_s if waiting else self.next_interval(t - stable_since)
+            end = t + pause
             while not self._stop.is_set() and self.clock() < end:
-                if self.child_waitable():
-                    break
                 self._stop.wait(max(0.0, min(self.interval_s, end - self.clock())))
+                if pause > self.interval_s and self.child_waitable():
+                    break
 
     def child_waitable(self) -> bool:
         """Whether a child of this process has exited and waits to be reaped (it is not
