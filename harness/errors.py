@@ -28,3 +28,8 @@ class ScenarioError(HarnessError):
 
 class HostError(HarnessError):
     """The runtime host process died or broke its protocol."""
+
+
+class ArrangementError(HarnessError):
+    """A scenario's world could not be put in its planned state (boxes in their states, a
+    fault injected): nothing can be judged, and the scenario fails saying why."""

@@ -35,7 +35,7 @@ from harness.checks import (
     within_bound,
 )
 from harness.context import RUNTIME_KINDS, WATCHDOG_BOUND_S
-from harness.errors import HarnessError, HostError
+from harness.errors import ArrangementError, HarnessError, HostError
 from harness.faults.base import FaultSet
 from harness.faults.shim import FreezeBox, Proc, freeze_box, kill_shim, wait_for_shim
 from harness.history import History
@@ -96,10 +96,6 @@ CASES = {c.name: c for c in (
     Case("bare", BARE),                      # no handler: SIGTERM kills (ungraceful baseline)
     Case("sigkill", RUNNER, signal.SIGKILL),  # nothing can run
 )}
-
-
-class ArrangementError(HarnessError):
-    """The boxes could not be put in their planned states before the signal."""
 
 
 @dataclass

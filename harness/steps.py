@@ -10,7 +10,8 @@ from typing import Any
 
 from harness import checks
 from harness.context import Chaos
-from harness.faults.shim import box_tree, freeze_box, kill_shim, wait_for_shim
+from harness.errors import ArrangementError
+from harness.faults.shim import box_tree, freeze_box, kill_shim
 from harness.observe.records import RecordRead, read_host, read_store
 from harness.runtime.host import RuntimeHost, RuntimeOpError
 from harness.wait import wait_for
@@ -55,8 +56,21 @@ def start_with_fault(chaos: Chaos, host: RuntimeHost, box_id: str, fault: str | 
                  f"the shim of box {box_id} to be spawned, or its start to end")
         tree = box_tree(host.home, box_id)
         fault = fault if tree else None
+    if fault and tree is None:
+        # The shim, or the start's end: a start that fails before a shim is seen (its bwrap
+        # died at exec, say) cannot take the fault, and waiting 60 s for it would hide why.
+        wait_for(lambda: box_tree(host.home, box_id) or fut.done(), 60,
+                 f"the shim of box {box_id} to be spawned, or its start to end")
+        tree = box_tree(host.home, box_id)
+        if not tree:
+            try:
+                host.result(fut, 0)
+                ended = "succeeded"
+            except RuntimeOpError as exc:
+                ended = f"failed: {exc.message}"
+            raise ArrangementError(f"box {box_id}: its start {ended} before its shim was "
+                                   f"seen, so the {fault!r} fault could not be injected")
     if fault:
-        tree = tree or wait_for_shim(host.home, box_id, timeout_s=60)
         if delay_s:
             time.sleep(delay_s)
             tree = box_tree(host.home, box_id) or tree
