@@ -45,6 +45,7 @@ from harness.faults.shim import Proc, box_tree, kill_shim, vcpus_running
 from harness.known import FAILING, judge
 from harness.observe.records import read_store, store_path, store_rows
 from harness.runtime.host import RuntimeHost, RuntimeOpError
+from harness.wait import poll_until
 
 # -- the case model ---------------------------------------------------------------------------
 
@@ -1085,13 +1086,16 @@ def judge_processes_gone(ledger: Any, before: set, bound_s: float = PROCESS_BOUN
     """Wait up to `bound_s` for every runtime process recorded since `before` to be gone,
     sampling synchronously (what is alive now, not at the last tick); judge what is left."""
     t0 = time.monotonic()
-    while True:
+    mine: list[Any] = []
+    left: list[Any] = []
+
+    def all_gone() -> bool:
         ledger.sample()
-        mine = [r for r in ledger.kinds("shim", "vm", "bwrap") if r.key not in before]
-        left = [r for r in mine if ledger.alive(r)]
-        if not left or time.monotonic() - t0 > bound_s:
-            break
-        time.sleep(0.05)
+        mine[:] = [r for r in ledger.kinds("shim", "vm", "bwrap") if r.key not in before]
+        left[:] = [r for r in mine if ledger.alive(r)]
+        return not left
+
+    poll_until(all_gone, bound_s, "the case's runtime processes to be gone", 0.05)
     return case_processes_gone([r.to_json() for r in left], len(mine), time.monotonic() - t0,
                                bound_s, len(ledger.samples))
 

@@ -14,7 +14,7 @@ from harness.errors import ArrangementError
 from harness.faults.shim import box_tree, freeze_box, kill_shim
 from harness.observe.records import RecordRead, read_host, read_store
 from harness.runtime.host import RuntimeHost, RuntimeOpError
-from harness.wait import wait_for
+from harness.wait import hold, wait_for
 
 # The runtime's guest-connect timeout (GUEST_READY_TIMEOUT, no override in released wheels)
 # plus the time a VM takes to fail here; a start that takes longer than this is stuck.
@@ -72,7 +72,7 @@ def start_with_fault(chaos: Chaos, host: RuntimeHost, box_id: str, fault: str | 
                                    f"seen, so the {fault!r} fault could not be injected")
     if fault:
         if delay_s:
-            time.sleep(delay_s)
+            hold(delay_s, f"the {fault} fault lands {delay_s:.2f}s after the shim spawned")
             tree = box_tree(host.home, box_id) or tree
         chaos.inject((freeze_box if fault == "freeze" else kill_shim)(host.home, box_id, tree))
     try:

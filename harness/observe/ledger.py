@@ -18,7 +18,7 @@ import psutil
 
 from harness.observe.processes import classify
 from harness.observe.records import store_rows
-from harness.wait import Deadline
+from harness.wait import poll_until
 
 
 @dataclass(frozen=True)
@@ -134,11 +134,16 @@ def settle(scope: Scope, before: dict[str, Any], rules: dict[str, Callable[[Any,
     """Take the probes until every rule holds against `before` or `bound_s` has passed.
     Returns the last snapshot (what a check judges: anything still grown at the bound is a
     leak) and the seconds it took."""
-    deadline = Deadline(bound_s, "the ledger's probes to settle back to where they were")
-    while True:
-        after = take(scope)
-        if all(ok(before.get(n), after.get(n)) for n, ok in rules.items()
-               if not isinstance(after.get(n), Unreadable)
-               and not isinstance(before.get(n), Unreadable)) or deadline.expired():
-            return after, deadline.elapsed()
-        time.sleep(min(interval_s, deadline.remaining()))
+    last: dict[str, Any] = {}
+
+    def settled() -> bool:
+        last.clear()
+        last.update(take(scope))
+        return all(ok(before.get(n), last.get(n)) for n, ok in rules.items()
+                   if not isinstance(last.get(n), Unreadable)
+                   and not isinstance(before.get(n), Unreadable))
+
+    t0 = time.monotonic()
+    poll_until(settled, bound_s, "the ledger's probes to settle back to where they were",
+               interval_s)
+    return dict(last), time.monotonic() - t0

@@ -19,6 +19,8 @@ from typing import Any
 
 import psutil
 
+from harness.wait import Deadline, poll_until
+
 PR_SET_CHILD_SUBREAPER = 36
 SAMPLE_INTERVAL_S = 0.1
 # Once the tree (processes, their statuses and parents) has not changed for STABLE_AFTER_S,
@@ -318,23 +320,26 @@ class ProcessLedger:
                 killed.append({**rec.to_json(), "killed": True})
             except psutil.Error:
                 continue
-        deadline = time.monotonic() + wait_s
+        deadline = Deadline(wait_s, "the killed leftovers to end")
         for item in killed:
-            while time.monotonic() < deadline:
-                try:
-                    p = psutil.Process(item["pid"])
-                    if p.create_time() != item["create_time"]:
-                        break
-                    if p.status() == psutil.STATUS_ZOMBIE:
-                        if p.ppid() == self.root_pid and p.pid not in self.own_children:
-                            self._reap(p.pid)
-                        break
-                except psutil.Error:
-                    break
-                time.sleep(0.02)
-            else:
+            if not poll_until(lambda item=item: self._ended(item), deadline.remaining(),
+                              f"killed leftover pid {item['pid']} to end", 0.02):
                 item["unkillable"] = proc_dump(item["pid"])
         return killed
+
+    def _ended(self, item: dict[str, Any]) -> bool:
+        """Gone, its pid reused, or a zombie (reaped here if it is an adopted orphan)."""
+        try:
+            p = psutil.Process(item["pid"])
+            if p.create_time() != item["create_time"]:
+                return True
+            if p.status() == psutil.STATUS_ZOMBIE:
+                if p.ppid() == self.root_pid and p.pid not in self.own_children:
+                    self._reap(p.pid)
+                return True
+        except psutil.Error:
+            return True
+        return False
 
 
 def proc_dump(pid: int) -> dict[str, str]:

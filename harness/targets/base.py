@@ -27,7 +27,7 @@ import psutil
 from harness.errors import HarnessError
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import Proc
-from harness.wait import WaitTimeout, wait_for
+from harness.wait import WaitTimeout, poll_until, wait_for
 
 # The pattern's bound for a daemon told to stop (upstream's runner: a 60 s stop timeout).
 STOP_BOUND_S = 60.0
@@ -147,15 +147,16 @@ def watch_ends(procs: Iterable[Proc], t0: float, timeout_s: float,
     """Poll until every process has ended or `timeout_s` passed; each one's end in seconds
     after `t0` (monotonic), None for one still running at the end."""
     ends: dict[Proc, float | None] = {p: None for p in procs}
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def all_ended() -> bool:
         now = time.monotonic()
         for p, end in ends.items():
             if end is None and not alive(p):
                 ends[p] = round(now - t0, 3)
-        if all(e is not None for e in ends.values()) or now >= deadline:
-            return ends
-        time.sleep(interval_s)
+        return all(e is not None for e in ends.values())
+
+    poll_until(all_ended, timeout_s, f"{len(ends)} process(es) to end", interval_s)
+    return ends
 
 
 def kill_all(procs: Iterable[Proc], wait_s: float = 5.0) -> list[dict[str, Any]]:

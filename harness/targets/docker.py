@@ -22,11 +22,12 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import docker
 import docker.errors
@@ -52,7 +53,7 @@ from harness.targets.base import (
     short_root,
     unmount_under,
 )
-from harness.wait import Deadline, WaitTimeout, wait_for
+from harness.wait import WaitTimeout, wait_for
 
 DOCKERD = "dockerd"
 READY_TIMEOUT_S = 60.0
@@ -76,6 +77,7 @@ _errors = (docker.errors.DockerException, requests.exceptions.RequestException)
 _requests = itertools.count(1)
 # Where the object ids sit in an API path: named as a template, so ops group by call.
 _ID_IN_PATH = re.compile(r"/(?:containers|images|exec)/[^/]+")
+_API_VERSION = re.compile(r"^/v\d+\.\d+(?=/)")
 
 
 class OpLog:
@@ -106,31 +108,18 @@ class OpLog:
 
 
 class LoggedAPIClient(docker.APIClient):
-    """docker's low-level client, each HTTP request an `api` op in the history."""
+    """docker's low-level client (a requests.Session), each HTTP request an `api` op in
+    the history, named by method and path template (`POST /containers/{id}/start`)."""
 
     def __init__(self, log: OpLog, **kwargs: Any) -> None:
         self._oplog = log           # before super(): version="auto" asks the daemon at once
         super().__init__(**kwargs)
 
-    def _logged(self, method: str, url: str, call: Callable[[], Any]) -> Any:
-        path = _ID_IN_PATH.sub(lambda m: m.group(0).rsplit("/", 1)[0] + "/{id}",
-                               url.split("/v1.", 1)[-1].split("/", 1)[-1])
-        with self._oplog.op("api", call=f"{method} /{path}"):
-            return call()
-
-    def _get(self, url: str, **kwargs: Any) -> Any:
-        return self._logged("GET", url, lambda: super(LoggedAPIClient, self)._get(url, **kwargs))
-
-    def _post(self, url: str, **kwargs: Any) -> Any:
-        return self._logged("POST", url,
-                            lambda: super(LoggedAPIClient, self)._post(url, **kwargs))
-
-    def _put(self, url: str, **kwargs: Any) -> Any:
-        return self._logged("PUT", url, lambda: super(LoggedAPIClient, self)._put(url, **kwargs))
-
-    def _delete(self, url: str, **kwargs: Any) -> Any:
-        return self._logged("DELETE", url,
-                            lambda: super(LoggedAPIClient, self)._delete(url, **kwargs))
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        path = _API_VERSION.sub("", urlparse(url).path)
+        path = _ID_IN_PATH.sub(lambda m: m.group(0).rsplit("/", 1)[0] + "/{id}", path)
+        with self._oplog.op("api", call=f"{method.upper()} {path}"):
+            return super().request(method, url, *args, **kwargs)
 
 
 _daemons = itertools.count(1)
@@ -270,23 +259,26 @@ class DockerDaemon:
             self.key = Proc(proc.pid, psutil.Process(proc.pid).create_time(), DOCKERD)
         except psutil.Error:
             self.key = None
-        deadline = Deadline(READY_TIMEOUT_S, "dockerd to answer on its socket")
-        while True:
-            if proc.poll() is not None:
-                raise TargetUnavailable(f"dockerd exited with {proc.returncode} at start: "
-                                        f"{self.log_tail()}")
-            if self.sock.exists():
-                try:
-                    docker.APIClient(base_url=f"unix://{self.sock}", version="auto",
-                                     timeout=5).close()
-                    return self
-                except _errors:
-                    pass
-            if deadline.expired():
-                self.stop()
-                raise TargetUnavailable(f"dockerd did not answer within {READY_TIMEOUT_S:.0f}"
-                                        f"s: {self.log_tail()}")
-            time.sleep(0.05)
+        try:
+            wait_for(lambda: self._answers(proc), READY_TIMEOUT_S,
+                     "dockerd to answer on its socket", interval_s=0.05)
+        except WaitTimeout:
+            self.stop()
+            raise TargetUnavailable(f"dockerd did not answer within {READY_TIMEOUT_S:.0f}"
+                                    f"s: {self.log_tail()}") from None
+        return self
+
+    def _answers(self, proc: subprocess.Popen) -> bool:
+        if proc.poll() is not None:
+            raise TargetUnavailable(f"dockerd exited with {proc.returncode} at start: "
+                                    f"{self.log_tail()}")
+        if not self.sock.exists():
+            return False
+        try:
+            docker.APIClient(base_url=f"unix://{self.sock}", version="auto", timeout=5).close()
+            return True
+        except _errors:
+            return False
 
     def log_tail(self, lines: int = 3) -> str:
         try:

@@ -30,7 +30,7 @@ from harness.observe.processes import ProcessLedger, ProcRecord, Sample
 from harness.shutdown import runtime_gone_within
 from harness.targets import pattern
 from harness.targets.base import STOP_BOUND_S, Cleanup, Target, cmdline, describe, watch_ends
-from harness.wait import Deadline
+from harness.wait import poll_until
 
 CONFORMANCE_ROWS = "conformance.jsonl"
 # A process that ends within this long of its daemon's exit ended with it (the poll interval
@@ -109,11 +109,12 @@ class TargetScenario:
 
     def observe_for(self, seconds: float, what: str) -> None:
         """Keep the ledger sampling for `seconds` (waiting for `what` to show, if it will)."""
+        def sample() -> bool:
+            self.ledger.sample()
+            return False            # a window: it runs its full length, sampling
+
         with self.window(seconds, what):
-            deadline = Deadline(seconds, what)
-            while not deadline.expired():
-                self.ledger.sample()
-                time.sleep(min(self.ledger.interval_s, deadline.remaining()))
+            poll_until(sample, seconds, what, self.ledger.interval_s)
 
     # -- judging --------------------------------------------------------------------------
     def judge(self, *verdicts: checks.Verdict) -> None:
