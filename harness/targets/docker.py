@@ -76,7 +76,7 @@ TRANSITIONAL = ("restarting", "removing")
 _errors = (docker.errors.DockerException, requests.exceptions.RequestException)
 _requests = itertools.count(1)
 # Where the object ids sit in an API path: named as a template, so ops group by call.
-_ID_IN_PATH = re.compile(r"/(?:containers|images|exec)/[^/]+")
+_ID_IN_PATH = re.compile(r"/(?:containers|images|exec)/(?!(?:create|json|load|prune)\b)[^/]+")
 _API_VERSION = re.compile(r"^/v\d+\.\d+(?=/)")
 
 
