@@ -495,3 +495,9 @@ def test_a_child_someone_else_reaps_keeps_the_sampler_at_its_fast_pace_not_faste
                          timeout=30, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr
     assert 10 <= int(out.stdout) <= 25, out.stdout     # ~20 at 0.1 s over 2 s, not hundreds
+
+
+def test_scenarios_sample_at_the_fast_pace_by_default():
+    # Checks read exit times from background samples; slowing down is opt-in (bench-ledger).
+    assert ProcessLedger().idle_interval_s is None
+    assert ProcessLedger().next_interval(600.0) == ProcessLedger().interval_s
