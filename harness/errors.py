@@ -33,3 +33,7 @@ class HostError(HarnessError):
 class ArrangementError(HarnessError):
     """A scenario's world could not be put in its planned state (boxes in their states, a
     fault injected): nothing can be judged, and the scenario fails saying why."""
+
+
+class UsageError(HarnessError):
+    """Command-line options that contradict each other or are out of range."""

@@ -37,10 +37,10 @@ from typing import Any
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from harness import checks
+from harness import checks, seeds
 from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict, check
 from harness.context import WATCHDOG_BOUND_S
-from harness.errors import HostError
+from harness.errors import HostError, SetupError
 from harness.faults.shim import Proc, box_tree, kill_shim, vcpus_running
 from harness.known import FAILING, judge
 from harness.observe.records import read_store, store_path, store_rows
@@ -402,6 +402,23 @@ def canonical(family: str) -> list[HostileCase]:
     """One plain example of every kind of the family: run first in every run (as hypothesis
     explicit examples), so each kind's verdicts exist whatever the generator draws."""
     return [dataclasses.replace(c, origin="canonical") for c in _CANONICAL[family].values()]
+
+
+EXPLICIT = ("canonical", "pinned")
+
+
+def pinned(family: str) -> list[HostileCase]:
+    """The family's cases pinned from earlier explorations (fixtures/hostile_cases.jsonl):
+    explicit examples in every run. Raises SetupError for a malformed line or unknown kind."""
+    out = []
+    for raw in seeds.load_pinned():
+        if raw["family"] != family:
+            continue
+        if raw["kind"] not in kinds(family):
+            raise SetupError(f"pinned case of unknown kind {raw['kind']!r} in {family}")
+        out.append(HostileCase(family, raw["kind"], raw.get("options") or {},
+                               raw.get("name"), raw.get("holder"), origin="pinned"))
+    return out
 
 
 def _canon() -> dict[str, dict[str, HostileCase]]:
@@ -839,9 +856,34 @@ _EXITED = re.compile(r"exited unexpectedly during startup pid=(\d+) exit_code=(-
 _CRASH_BLOCK = re.compile(r"Box (\w+) failed to start(.*?)(?=\n\d{4}-\d\d-\d\dT|\Z)", re.S)
 
 
+# A crash block names a fatal signal as "internal error (SIGABRT)" and may carry no exit code
+# (0.10.8, memory_mib below 37): the status the runtime would report is 128 + the signal.
+_SIGNAL_IN_BLOCK = re.compile(r"\((SIG[A-Z]+)\)")
+
+
+def signal_exit_code(text: str) -> int | None:
+    """128 + n for the first fatal signal named as `(SIGxxx)` in `text`, else None."""
+    import signal as _signal
+    m = _SIGNAL_IN_BLOCK.search(text or "")
+    if not m:
+        return None
+    try:
+        return 128 + int(_signal.Signals[m.group(1)])
+    except KeyError:
+        return None
+
+
+def crash_block_logged(log: str, box: str) -> bool:
+    """Whether the runtime has logged its crash block ("Box <id> failed to start") for `box`."""
+    return any(m.group(1) == box for m in _CRASH_BLOCK.finditer(log))
+
+
 def shim_exits(log: str, boxes: dict[str, int | None]) -> list[dict[str, Any]]:
     """The shim exits the runtime logged for `boxes` (box id → shim.pid, if known): exit code
-    and the crash block's text. Parsed by field, since releases word the blocks differently."""
+    and the crash block's text. Parsed by field, since releases word the blocks differently.
+    The crash block is keyed by box id, so a shim the harness never saw (it died before the
+    first poll: load makes that likelier) is still found; a block that names only a signal
+    gives 128 + n."""
     out = []
     by_pid = {pid: box for box, pid in boxes.items() if pid}
     for m in _EXITED.finditer(log):
@@ -859,6 +901,8 @@ def shim_exits(log: str, boxes: dict[str, int | None]) -> list[dict[str, Any]]:
             out.append(rec)
         if code and rec["exit_code"] is None:
             rec["exit_code"] = int(code.group(1))
+        if rec["exit_code"] is None:
+            rec["exit_code"] = signal_exit_code(m.group(2).split("\n", 1)[0])
         rec["detail"] = m.group(2).strip()[:600]
     return out
 
@@ -1014,6 +1058,10 @@ START_BOUND_S = 20.0
 FAIL_BOUND_S = 15.0
 REMOVE_BOUND_S = 30.0
 PROCESS_BOUND_S = WATCHDOG_BOUND_S     # the shim watchdog's bound
+# How long the runtime's asynchronous log writer may take to write a failed start's crash
+# block after start() answered. Measured: the block is there when start() answers on an idle
+# machine; the bound is generous because waiting costs nothing unless the block is late.
+LOG_BLOCK_BOUND_S = 5.0
 STAGES = ("create_rejected", "created", "start_failed", "shim_spawned", "vm_entered",
           "vcpus_running", "started")
 
@@ -1176,14 +1224,17 @@ class HostileRunner:
         self.workspace = Workspace(chaos.workdir / "hostile", chaos.image.path)
         self.tallies: dict[str, Tally] = {}
         self.outcomes: dict[str, bool] = {}         # case key → failed
-        self.runs = {"canonical": 0, "generated": 0, "replayed": 0, "rejected": 0}
+        self.runs = {"canonical": 0, "pinned": 0, "generated": 0, "replayed": 0,
+                     "rejected": 0}
+        self.seed = seeds.run_seed()
+        self.findings: set[tuple[str, ...]] = set()
         self.failures: list[dict[str, Any]] = []
         self.host_restarts = 0
 
     # -- hypothesis's side -----------------------------------------------------------------
     def run(self, case: HostileCase) -> None:
         key = case.key()
-        if time.monotonic() - self.t0 > self.budget_s and case.origin != "canonical":
+        if time.monotonic() - self.t0 > self.budget_s and case.origin not in EXPLICIT:
             if key not in self.outcomes:
                 self.runs["rejected"] += 1
                 assume(False)
@@ -1194,7 +1245,7 @@ class HostileRunner:
             failing = self.outcomes[key] = self.judge_case(case)
         # An explicit example is minimal already and hypothesis would stop generating at its
         # failure; its verdicts fail the scenario all the same.
-        if failing and case.origin != "canonical":
+        if failing and case.origin not in EXPLICIT:
             raise_case_failed(failing)
 
     def judge_case(self, case: HostileCase) -> list[tuple[str, str]]:
@@ -1206,7 +1257,10 @@ class HostileRunner:
             self.tallies.setdefault(v.check, Tally(v.check)).add(v, case)
             if j.outcome in FAILING and v.status != HOLDS:
                 failing.append((v.check, v.summary))
-        self.chaos.note(hostile_case=self.runs["canonical"] + self.runs["generated"],
+        violated = sorted(v.check for v in verdicts if v.status == VIOLATED)
+        if violated and case.origin == "generated" and seeds.exploring():
+            self.write_finding(case, violated)
+        self.chaos.note(hostile_case=sum(self.runs[o] for o in (*EXPLICIT, "generated")),
                         case_kind=case.kind, origin=case.origin, case=case.short(800), **facts,
                         failing=[c for c, _ in failing])
         if failing:
@@ -1214,6 +1268,16 @@ class HostileRunner:
             self.chaos.note(hostile_failure=case.kind, options=case.options, name=case.name,
                             holder=case.holder, verdicts=[f"{c}: {s}" for c, s in failing])
         return failing
+
+    def write_finding(self, case: HostileCase, violated: list[str]) -> None:
+        """An exploring run's new finding, once per kind and set of violated checks, written
+        as a line ready to pin (see harness.seeds)."""
+        key = (case.kind, *violated)
+        if key in self.findings:
+            return
+        self.findings.add(key)
+        seeds.write_finding(self.chaos.workdir.parent.parent, case.to_json(), self.seed,
+                            violated)
 
     def explore(self, test: Callable[[], None]) -> None:
         """Run the hypothesis test; a failure made only of failing cases is already in the
@@ -1266,8 +1330,7 @@ class HostileRunner:
                 if hostile.box_id:
                     read = read_store(host.home, hostile.box_id)
                     record = [read.status, read.reason] if read.present else read.error
-            exits = shim_exits(log.read(), {hostile.box_id: hostile.shim_pid}
-                               if hostile.box_id else {})
+            exits = self.logged_exits(log, hostile)
             for e in exits:
                 e["killed_by_harness"] = hostile.killed_by_harness
             verdicts.append(specialize(runtime_did_not_crash(
@@ -1305,6 +1368,34 @@ class HostileRunner:
                  "hostile_record": record, "control_stage": control.stage,
                  "case_s": round(time.monotonic() - t0, 2)}
         return verdicts, facts
+
+    def logged_exits(self, log: LogCursor, att: Attempt) -> list[dict[str, Any]]:
+        """The hostile box's shim exits, from the runtime's own words. A start that failed
+        with "failed to start" means the runtime saw the VM end and logs a crash block for
+        the box; its log writer is asynchronous, so under load the block can land after
+        start() answered: wait for it (LOG_BLOCK_BOUND_S), instead of judging a log that
+        does not hold it yet. A fatal signal named by start()'s error counts as well."""
+        if not att.box_id:
+            return []
+        text = log.read()
+        message = (att.start or {}).get("error") or {}
+        message = message.get("message") or "" if isinstance(message, dict) else ""
+        if "failed to start" in message and not crash_block_logged(text, att.box_id):
+            chunks = [text]
+
+            def block_logged() -> bool:
+                chunks.append(log.read())
+                return crash_block_logged("".join(chunks), att.box_id)
+            seen = poll_until(block_logged, LOG_BLOCK_BOUND_S,
+                              f"the runtime's crash block for box {att.box_id}", 0.05)
+            text = "".join(chunks)
+            self.chaos.note(crash_block_waited=att.box_id, seen=seen)
+        exits = shim_exits(text, {att.box_id: att.shim_pid})
+        from_error = signal_exit_code(message)
+        if from_error and not any(e["exit_code"] in CRASH_EXITS for e in exits):
+            exits.append({"box": att.box_id, "pid": att.shim_pid, "exit_code": from_error,
+                          "detail": f"start() said: {message[:300]}"})
+        return exits
 
     def live_host(self) -> RuntimeHost:
         """The host, restarted on its home if it died (its death is judged where it showed)."""

@@ -3,6 +3,11 @@
 On an affected version a violation of the check is reported as `known` and does not fail the
 scenario; the check holding there is reported as `fixed` and fails it (strict), so the table is
 updated the day upstream fixes the bug. `unknown` always fails, known or not.
+
+A bug that shows only on some runs (a race) is an entry with `strict = false` and `seen` (how
+often repeat runs saw it, e.g. "3 of 5 gate runs, 2026-11-29"): there the check holding is
+reported as `unseen` and passes. A strict entry must have been seen on every run that reached
+it (`boxlite-chaos gate --repeat N` shows it).
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from harness.errors import SetupError
 
 DEFAULT_TABLE = Path(__file__).resolve().parent.parent / "fixtures" / "known_failures.toml"
 
-PASS, FAIL, KNOWN, FIXED = "pass", "fail", "known", "fixed"
+PASS, FAIL, KNOWN, FIXED, UNSEEN = "pass", "fail", "known", "fixed", "unseen"
 FAILING = (FAIL, FIXED)
+OUTCOMES = (PASS, FAIL, KNOWN, FIXED, UNSEEN)
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class KnownFailure:
     reason: str
     evidence: str
     upstream: str = ""
+    strict: bool = True         # False: a race, seen on some runs only (see `seen`)
+    seen: str = ""              # how often repeat runs saw it; required when not strict
 
     def applies(self, check_id: str, version: str, scenario: str) -> bool:
         return (wildcard(self.check, check_id)
@@ -54,9 +62,15 @@ def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
     for i, raw in enumerate(data.get("failure", []), start=1):
         try:
             scen = raw.get("scenarios", "*")
+            strict = raw.get("strict", True)
+            if not isinstance(strict, bool):
+                raise TypeError(f"strict must be true or false, not {strict!r}")
+            if not strict and not str(raw.get("seen", "")).strip():
+                raise KeyError("seen (a non-strict entry says how often it was seen)")
             out.append(KnownFailure(raw["id"], raw["check"], SpecifierSet(raw["versions"]),
                                     (scen,) if isinstance(scen, str) else tuple(scen),
-                                    raw["reason"], raw["evidence"], raw.get("upstream", "")))
+                                    raw["reason"], raw["evidence"], raw.get("upstream", ""),
+                                    strict, str(raw.get("seen", ""))))
         except (KeyError, TypeError, AttributeError, InvalidSpecifier) as exc:
             raise SetupError(f"known-failures table {path}: entry {i} is malformed: {exc!r}") \
                 from exc
@@ -82,5 +96,7 @@ def judge(verdict: Verdict, version: str, scenario: str,
     if verdict.status == VIOLATED:
         return Judgement(verdict, KNOWN if kf else FAIL, kf)
     if verdict.status == HOLDS:
-        return Judgement(verdict, FIXED if kf else PASS, kf)
+        if kf is None:
+            return Judgement(verdict, PASS, kf)
+        return Judgement(verdict, FIXED if kf.strict else UNSEEN, kf)
     return Judgement(verdict, FAIL, kf)

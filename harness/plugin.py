@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from harness import schedule
+from harness import schedule, seeds
 from harness.context import Chaos, ScenarioFailed
 from harness.doctor import DoctorReport, check_kvm, run_doctor
 from harness.errors import HarnessError
@@ -60,7 +60,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tier(name): init or booted; decides when it runs")
     become_subreaper()
-    report = config.getoption("--chaos-report")
+    report = given = config.getoption("--chaos-report")
     if not report:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         report = str(Path("reports") / f"run-{stamp}-{os.getpid()}")
@@ -69,8 +69,28 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[report_key] = Path(report).resolve()
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         # A rerun into the same folder reports this run only.
-        for name in ("results.jsonl", HARNESS_CPU):
+        for name in ("results.jsonl", HARNESS_CPU, seeds.FINDINGS):
             (config.stash[report_key] / name).unlink(missing_ok=True)
+        if given:           # a run with a report folder (gate, ./go test), not a quick pytest
+            record_run(config)
+
+
+RUN_FILE = "run.json"
+
+
+def record_run(config: pytest.Config) -> None:
+    """What the run's verdicts depend on besides the runtime: the seed its generated cases
+    came from (replay with `gate --seed`), and whether it explored."""
+    try:
+        seed = seeds.run_seed()
+    except HarnessError as exc:
+        raise pytest.UsageError(f"boxlite-chaos: {exc}") from exc
+    path = config.stash[report_key]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / RUN_FILE).write_text(json.dumps({
+        "seed": seed, "exploring": seeds.exploring(),
+        "runtime": config.getoption("--runtime"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds")}, indent=1) + "\n")
 
 
 report_key = pytest.StashKey[Path]()

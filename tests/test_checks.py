@@ -301,6 +301,43 @@ def test_no_zombies_violated_even_when_some_samples_failed():
     assert v.status == VIOLATED
 
 
+# With reaping points (harness.observe.reaping), the bound is the runtime's own answers.
+
+def box_zombie(pid: int, since: float, last: float, box: str | None = "BOX1",
+               ppid: int = 4242) -> dict:
+    z = zombie(pid, since, last)
+    return {**z, "box": box, "zombie_ppid": ppid}
+
+
+ANSWER = {"t": 10.0, "ppid": 4242, "box": "BOX1", "settle_s": 5.0, "why": "host1 answered start"}
+END = {"t": 30.0, "ppid": 4242, "box": None, "settle_s": 0.0, "why": "the scenario ended"}
+
+
+def test_no_zombies_holds_for_a_zombie_reaped_late_but_before_its_box_was_answered():
+    # The flake this rule removes: a zombie that lived 8 s on a loaded machine, reaped by the
+    # runtime before it answered the box's start.
+    v = checks.no_zombies([box_zombie(11, 1.5, 9.5)], samples=100, reaping_points=[ANSWER, END])
+    assert v.status == HOLDS, v.summary
+
+
+def test_no_zombies_violated_by_a_zombie_that_outlives_its_box_s_answer():
+    v = checks.no_zombies([box_zombie(11, 9.0, 16.0)], samples=100, reaping_points=[ANSWER, END])
+    assert v.status == VIOLATED
+    assert "host1 answered start" in v.summary and v.evidence["lasting"][0]["pid"] == 11
+
+
+def test_no_zombies_violated_by_a_zombie_held_at_the_end_of_the_scenario():
+    # Another box's zombie, or one born after the answer: only the end catches it.
+    for z in (box_zombie(12, 20.0, 30.0, box="BOX2"), box_zombie(13, 11.0, 30.2)):
+        v = checks.no_zombies([z], samples=100, reaping_points=[ANSWER, END])
+        assert v.status == VIOLATED and "the scenario ended" in v.summary
+
+
+def test_no_zombies_points_of_another_parent_or_box_do_not_apply():
+    zs = [box_zombie(14, 9.0, 20.0, box="BOX2"), box_zombie(15, 9.0, 20.0, ppid=999)]
+    assert checks.no_zombies(zs, samples=100, reaping_points=[ANSWER]).status == HOLDS
+
+
 def test_no_zombies_unknown_without_samples():
     assert checks.no_zombies([], samples=0).status == UNKNOWN
 

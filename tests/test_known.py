@@ -14,6 +14,7 @@ from harness.known import (
     FIXED,
     KNOWN,
     PASS,
+    UNSEEN,
     KnownFailure,
     judge,
     load_table,
@@ -202,3 +203,32 @@ def test_a_field_of_the_wrong_type_is_a_setup_error(tmp_path, bad):
 def test_a_missing_table_is_a_setup_error(tmp_path):
     with pytest.raises(SetupError, match="known-failures table"):
         load_table(tmp_path / "absent.toml")
+
+
+# -- known failures that do not happen on every run -------------------------------------------
+
+def test_a_non_strict_entry_holding_is_unseen_and_passes():
+    race = KnownFailure("race", "record_failed*", SpecifierSet("==0.10.8"), ("*",), "why",
+                        "ev", strict=False, seen="2 of 5 gate runs")
+    held = judge(v(HOLDS), "0.10.8", SCENARIO, [race])
+    assert held.outcome == UNSEEN and held.outcome not in FAILING
+    assert held.to_json()["known_failure"] == "race"
+    assert judge(v(VIOLATED), "0.10.8", SCENARIO, [race]).outcome == KNOWN
+    assert judge(v(UNKNOWN), "0.10.8", SCENARIO, [race]).outcome == FAIL
+
+
+def test_a_non_strict_entry_loads_with_how_often_it_was_seen(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text(GOOD_ENTRY + 'strict = false\nseen = "3 of 5 runs"\n')
+    (k,) = load_table(path)
+    assert (k.strict, k.seen) == (False, "3 of 5 runs")
+    path.write_text(GOOD_ENTRY)
+    assert load_table(path)[0].strict is True
+
+
+@pytest.mark.parametrize("extra", ["strict = false\n", 'strict = "no"\nseen = "1 of 2"\n'])
+def test_a_non_strict_entry_must_say_how_often_it_was_seen(tmp_path, extra):
+    path = tmp_path / "t.toml"
+    path.write_text(GOOD_ENTRY + extra)
+    with pytest.raises(SetupError, match="entry 1 is malformed"):
+        load_table(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import threading
 import time
@@ -65,7 +66,9 @@ class ProcRecord:
     statuses: list[tuple[float, str]] = field(default_factory=list)
     ppids: list[tuple[float, int]] = field(default_factory=list)
     zombie_since: float | None = None
+    zombie_ppid: int | None = None      # its parent when it became a zombie (who must reap it)
     gone_at: float | None = None
+    box: str | None = None              # the box it belongs to, from its command line
     adopted: bool = False           # re-parented to the harness (an orphan)
 
     @property
@@ -76,8 +79,8 @@ class ProcRecord:
         return {"pid": self.pid, "create_time": self.create_time, "name": self.name,
                 "ppid": self.ppid, "cmd": self.cmd, "first_seen": round(self.first_seen, 3),
                 "last_seen": round(self.last_seen, 3), "statuses": self.statuses,
-                "zombie_since": self.zombie_since, "gone_at": self.gone_at,
-                "adopted": self.adopted}
+                "zombie_since": self.zombie_since, "zombie_ppid": self.zombie_ppid,
+                "gone_at": self.gone_at, "adopted": self.adopted, "box": self.box}
 
 
 @dataclass
@@ -86,6 +89,16 @@ class Sample:
     count: int
     zombies: list[dict[str, Any]]       # pid, ppid, name of each zombie in this sample
     by_name: dict[str, int]
+
+
+_BOX_IN_CMD = re.compile(r"/boxes/([A-Za-z0-9_-]+)(?:/|\s|$)")
+
+
+def box_of(cmd: str) -> str | None:
+    """The box id a runtime process belongs to, from the box folder in its command line
+    (bwrap binds `<home>/boxes/<id>/...`; the shim runs `<home>/boxes/<id>/bin/boxlite-shim`)."""
+    m = _BOX_IN_CMD.search(cmd or "")
+    return m.group(1) if m else None
 
 
 def classify(name: str, cmd: str) -> str:
@@ -167,10 +180,11 @@ class ProcessLedger:
                     rec = self.records.get(key)
                     if rec is None:
                         try:
-                            cmd = " ".join(p.cmdline())[:300]
+                            full = " ".join(p.cmdline())
                         except psutil.Error:
-                            cmd = ""
-                        rec = ProcRecord(p.pid, key[1], name, ppid, cmd, now, now)
+                            full = ""
+                        rec = ProcRecord(p.pid, key[1], name, ppid, full[:300], now, now,
+                                         box=box_of(full))
                         self.records[key] = rec
                     elif status != psutil.STATUS_ZOMBIE and (
                             name != rec.name or (now - rec.first_seen < YOUNG_S and
@@ -178,7 +192,9 @@ class ProcessLedger:
                         # First seen between fork and exec (or renamed, like the shim's
                         # 'libkrun VM'): take the new identity, keep the old name visible.
                         try:
-                            rec.cmd = " ".join(p.cmdline())[:300] or rec.cmd
+                            full = " ".join(p.cmdline())
+                            rec.cmd = full[:300] or rec.cmd
+                            rec.box = box_of(full) or rec.box
                         except psutil.Error:
                             pass
                         if not rec.name.startswith("libkrun") and not name.startswith("libkrun"):
@@ -209,6 +225,7 @@ class ProcessLedger:
             if status == psutil.STATUS_ZOMBIE:
                 if rec.zombie_since is None:
                     rec.zombie_since = now
+                    rec.zombie_ppid = ppid
                 zombies.append({"pid": p.pid, "ppid": ppid, "name": rec.name, "kind": kind})
                 if rec.adopted:
                     self._reap(p.pid)

@@ -6,19 +6,23 @@ hang, no dead host), no runtime process crashed, no record is left in a transiti
 box directory without a record, names stay unambiguous, every process of the case is gone
 within 10 s of its removal, and a well-formed box created right after still gets to its VM.
 
-Seeds: every kind runs once as an explicit example, then hypothesis generates more. A failing
-case is shrunk, kept in hypothesis's example database in the run's report folder (replayed
-first by the next run into that folder), and written to the history as a `hostile_failure`
-note with its options; hypothesis prints its reproduction blob.
+Seeds: every kind runs once as an explicit example, and so does every case pinned in
+fixtures/hostile_cases.jsonl; then hypothesis generates more from the run's seed (the gate's
+committed seed unless `gate --seed S` or `--explore` says otherwise, see harness.seeds), so
+two runs on one runtime judge the same cases. A failing case is shrunk, kept in hypothesis's
+example database in the run's report folder (replayed first by the next run into that
+folder), and written to the history as a `hostile_failure` note with its options; hypothesis
+prints its reproduction blob. An exploring run also writes each violated generated case to
+the run folder, ready to pin.
 """
 
 import os
 
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from harness import hostile
+from harness import hostile, seeds
 
 pytestmark = pytest.mark.tier("init")
 
@@ -45,7 +49,8 @@ def test_hostile_options(chaos, report_dir, family):
         runner.run(case)
     run.__name__ = f"hostile_{family}"     # one example-database key per family
 
-    chaos.note(hostile_generated_max=MAX_EXAMPLES)
+    run_seed = seeds.run_seed()
+    chaos.note(hostile_generated_max=MAX_EXAMPLES, seed=run_seed, exploring=seeds.exploring())
     phases = list(Phase) if MAX_EXAMPLES else [Phase.explicit]
     test = settings(max_examples=max(1, MAX_EXAMPLES), phases=phases, deadline=None,
                     derandomize=False,
@@ -56,9 +61,10 @@ def test_hostile_options(chaos, report_dir, family):
                                            HealthCheck.data_too_large,
                                            HealthCheck.large_base_example],
                     )(given(case=hostile.cases(family))(run))
-    for case in hostile.canonical(family):
+    for case in [*hostile.canonical(family), *hostile.pinned(family)]:
         test = example(case=case)(test)
-    runner.explore(test)
+    # One seed per family, derived from the run's, so families draw independently.
+    runner.explore(seed(run_seed + hostile.FAMILIES.index(family))(test))
 
 
 def test_force_remove_while_starting_ends_the_box(chaos):
