@@ -233,10 +233,28 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_count(text: str) -> str:
+    """argparse type of `-n`: a positive number of workers, or pytest-xdist's `auto` /
+    `logical`. Raises argparse.ArgumentTypeError otherwise: `-n 0` would be a serial gate
+    under the parallel run's name."""
+    if text in ("auto", "logical"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of workers (a positive integer, or auto)") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"{n} workers cannot run the gate; give 1 or more (1 runs it serially)")
+    return str(n)
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("bench-gate", help="the gate serially and in parallel, with figures")
     p.add_argument("--runtime", default=DEFAULT_SPEC)
-    p.add_argument("-n", "--workers", default="8", help="parallel workers (default 8)")
+    p.add_argument("-n", "--workers", type=worker_count, default="8",
+                   help="parallel workers (default 8)")
     p.add_argument("-k", help="pytest -k expression (a subset of the gate)")
     p.add_argument("--skip-serial", action="store_true")
     p.add_argument("--order", choices=("longest-first", "collection"), default="longest-first",

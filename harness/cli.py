@@ -12,7 +12,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.errors import HarnessError, ScenarioError, SetupError
+from harness import seeds
+from harness.errors import HarnessError, ScenarioError, SetupError, UsageError
 from harness.runtime.spec import DEFAULT_SPEC, RuntimeSpec
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,13 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from harness.doctor import check_kvm
     RuntimeSpec.parse(args.runtime)         # a malformed spec fails before anything starts
     targets = resolve_scenarios(args.scenario) if args.scenario else [str(SCENARIOS)]
+    if args.repeat < 1:
+        raise UsageError(f"--repeat {args.repeat}: expected 1 or more runs")
+    if args.seed is not None and args.explore:
+        raise UsageError("--seed replays a seed's cases and --explore draws a new seed: "
+                         "give one of them")
+    seed = (seeds.parse_seed(args.seed) if args.seed is not None
+            else seeds.fresh_seed() if args.explore else seeds.GATE_SEED)
     ok, why = check_kvm()
     if not ok:
         raise SetupError(f"the gate cannot run: {why}")
@@ -61,17 +69,29 @@ def cmd_gate(args: argparse.Namespace) -> int:
     ensure_runtime(args.runtime)
     report = Path(args.report).resolve() if args.report else _new_report_dir("gate")
     report.mkdir(parents=True, exist_ok=True)
+    os.environ[seeds.SEED_ENV] = str(seed)
+    if args.explore:
+        os.environ[seeds.EXPLORE_ENV] = "1"
+    if args.repeat > 1:
+        from harness.flakes import repeat_gate
+        return repeat_gate(args, report, seed)
     os.environ["BOXLITE_CHAOS_REPORT"] = str(report)
     argv = [*targets, "--runtime", args.runtime, "--chaos-report", str(report),
             "--junitxml", str(report / "junit.xml"), "-p", "no:cacheprovider",
             "-o", "testpaths=scenarios", "-q", "--chaos-record-durations"]
-    if args.workers != 1:
-        argv += ["-n", str(args.workers), "--dist", "worksteal"]
+    if args.workers != "1":
+        argv += ["-n", args.workers, "--dist", "worksteal"]
     if args.k:
         argv += ["-k", args.k]
-    print(f"boxlite-chaos gate: runtime {args.runtime}, report {report}", flush=True)
+    print(f"boxlite-chaos gate: runtime {args.runtime}, seed {seed}"
+          f"{' (exploring)' if args.explore else ''}, report {report}", flush=True)
     rc = pytest.main(argv)
     print(f"report: {report / 'report.html'}")
+    findings = report / seeds.FINDINGS
+    if findings.is_file():
+        n = len(findings.read_text().splitlines())
+        print(f"{n} new hostile case(s) in {findings}; to replay them in every run, add the "
+              f"lines to {seeds.PINNED.relative_to(PROJECT)}")
     return int(rc)
 
 
@@ -94,14 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--refresh", action="store_true", help="ignore the cached boot result")
     d.set_defaults(fn=cmd_doctor)
 
+    from harness.bench_gate import worker_count
     g = sub.add_parser("gate", help="run the scenarios against a runtime and write a report")
     g.add_argument("--runtime", default=DEFAULT_SPEC)
     g.add_argument("--report", help="report folder (default: reports/gate-<time>)")
     g.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
     g.add_argument("-k", help="pytest -k expression")
-    g.add_argument("-n", "--workers", default="4",
+    g.add_argument("-n", "--workers", default="4", type=worker_count,
                    help="parallel workers (pytest-xdist; default 4: scenarios mostly wait on "
                         "the runtime); 1 runs serially")
+    g.add_argument("--seed", help="draw the generated cases from this seed (default: the "
+                                  f"gate's committed seed {seeds.GATE_SEED})")
+    g.add_argument("--explore", action="store_true",
+                   help="draw from a fresh seed (recorded in the report) and write violated "
+                        "generated cases out, ready to pin; for nightly runs")
+    g.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run the gate N times against one runtime and report, per scenario "
+                        "and check, how often each verdict came; a verdict that changes "
+                        "between runs is a flake")
     g.set_defaults(fn=cmd_gate)
 
     r = sub.add_parser("report", help="rebuild the HTML report of a run folder")

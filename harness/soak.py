@@ -1,9 +1,9 @@
 """Soak runs: one runtime home through a long stateful fault schedule, the model's invariants
 checked after every step, trend verdicts judged by slope over the run, a failure shrunk.
 
-The schedule is a hypothesis `RuleBasedStateMachine` (`SoakMachine`) whose rules are create,
-start, freeze shim, crash shim, terminate host, kill host, restart host, stop, remove, force
-remove (of a box whose start is in flight) and wait.
+The schedule is a hypothesis `RuleBasedStateMachine` (`SoakMachine`, in `harness.soak_machine`)
+whose rules are create, start, freeze shim, crash shim, terminate host, kill host, restart host,
+stop, remove, force remove (of a box whose start is in flight) and wait.
 `SoakWorld` is the model: what each box should be, and after every step the checks that every
 read path agrees on each record and says what the model expects (known runtime bugs judged
 through the known-failures table under the scenarios' check ids), that no zombie lasts, that a
@@ -52,11 +52,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import psutil
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from harness import checks
 from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict, check
@@ -71,6 +69,9 @@ from harness.runtime.host import RUNNER, RuntimeHost, RuntimeOpError
 from harness.runtime.spec import DEFAULT_SPEC
 from harness.steps import START_BOUND_S
 from harness.wait import Deadline
+
+if TYPE_CHECKING:
+    from harness.soak_machine import SoakMachine
 
 NODE_ID = "soak"
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
@@ -372,6 +373,7 @@ class RuleSpec:
     takes_box: bool
 
 
+# Filled by `harness.soak_machine` as it defines the machine's rules.
 RULES: dict[str, RuleSpec] = {}
 
 
@@ -928,79 +930,15 @@ class SoakWorld:
         return True
 
 
-# -- the state machine ---------------------------------------------------------------------------
+# -- the state machine: harness.soak_machine ----------------------------------------------------
 
-PICK = st.integers(min_value=0, max_value=2**16 - 1)
-
-
-def soak_rule(weight: float, takes_box: bool = True) -> Callable:
-    """A rule of the machine, enabled while the world has candidates for it; `weight` is how
-    often the soak's driver picks it among the enabled ones."""
-    def deco(fn: Callable) -> Callable:
-        name = fn.__name__
-        RULES[name] = RuleSpec(name, weight, takes_box)
-        wrapped = rule(pick=PICK)(fn) if takes_box else rule()(fn)
-        return precondition(lambda self: bool(self.world.candidates(name)))(wrapped)
-    return deco
-
-
-class SoakMachine(RuleBasedStateMachine):
-    """The soak's rules over a `SoakWorld`; the invariant is the world's after-step check."""
-
-    def __init__(self, world: SoakWorld) -> None:
-        super().__init__()
-        self.world = world
-
-    @soak_rule(2.0, takes_box=False)
-    def create(self) -> None:
-        self.world.do("create")
-
-    @soak_rule(4.0)
-    def start(self, pick: int) -> None:
-        self.world.do("start", pick)
-
-    @soak_rule(3.0)
-    def freeze_shim(self, pick: int) -> None:
-        self.world.do("freeze_shim", pick)
-
-    @soak_rule(3.0)
-    def crash_shim(self, pick: int) -> None:
-        self.world.do("crash_shim", pick)
-
-    @soak_rule(0.3, takes_box=False)
-    def terminate_host(self) -> None:
-        self.world.do("terminate_host")
-
-    @soak_rule(0.3, takes_box=False)
-    def kill_host(self) -> None:
-        self.world.do("kill_host")
-
-    @soak_rule(10.0, takes_box=False)
-    def restart_host(self) -> None:
-        self.world.do("restart_host")
-
-    @soak_rule(1.0)
-    def stop(self, pick: int) -> None:
-        self.world.do("stop", pick)
-
-    @soak_rule(1.5)
-    def remove(self, pick: int) -> None:
-        self.world.do("remove", pick)
-
-    @soak_rule(0.5)
-    def force_remove(self, pick: int) -> None:
-        self.world.do("force_remove", pick)
-
-    @soak_rule(2.0, takes_box=False)
-    def wait(self) -> None:
-        self.world.do("wait")
-
-    @invariant()
-    def model_holds(self) -> None:
-        self.world.check()
-
-    def teardown(self) -> None:
-        self.world.chaos.faults.heal_all()
+def __getattr__(name: str) -> Any:
+    """`soak.SoakMachine` (and its rule helpers) import hypothesis on first use, not when the
+    command line imports this module."""
+    if name in ("SoakMachine", "soak_rule", "PICK"):
+        from harness import soak_machine
+        return getattr(soak_machine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- budget and progress -------------------------------------------------------------------------
@@ -1133,6 +1071,7 @@ def run_world(chaos: Chaos, body: Callable[[SoakMachine], None], *,
               stop_on: Sequence[str] = (), trends: bool = True) -> RunResult:
     """One run on `chaos`: begin, `body`, finish (with trend verdicts if `trends`), conclude.
     Whatever happens, the run's faults are healed and its processes ended."""
+    from harness.soak_machine import SoakMachine
     world = SoakWorld(chaos, max_boxes, max_starting, stop_on)
     machine = SoakMachine(world)
     t0, cpu0 = time.monotonic(), time.process_time()

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness import checks
 from harness.context import Chaos
 from harness.errors import ArrangementError
 from harness.faults.shim import box_tree, freeze_box, kill_shim
+from harness.observe.logs import runtime_log, vm_started_at
 from harness.observe.records import RecordRead, read_host, read_store
 from harness.runtime.host import RuntimeHost, RuntimeOpError
 from harness.wait import hold, wait_for
@@ -84,18 +86,30 @@ def start_with_fault(chaos: Chaos, host: RuntimeHost, box_id: str, fault: str | 
                         tuple(p.pid for p in tree or ()))
 
 
-def observed_failure(chaos: Chaos, start: StartOutcome) -> str:
+def observed_failure(chaos: Chaos, start: StartOutcome, home: Path | None = None) -> str:
     """What the harness saw end the start, independently of the runtime's words: the box's
     shim ended before the guest-connect wait ran out (the VM failed on its own: a boot
     failure), or the wait ran out first (a timeout). Under heavy load a guest that would
-    fail on its own can be slower than the wait; this decides which cause is the truth."""
+    fail on its own can be slower than the wait; this decides which cause is the truth.
+
+    The wait's start is read from the runtime's own log (`home`): load delays the runtime's
+    init stages, which moves its 30 s timer later than the harness's start() call. Without
+    that log line the harness's call time stands in (and the note says so). The 0.5 s margin
+    is the ledger's sampling (0.1 s) plus the runtime's liveness poll."""
     chaos.ledger.sample()
-    home = f"/boxes/{start.box_id}/"
+    folder = f"/boxes/{start.box_id}/"
     ends = [chaos.ledger.t0 + r.gone_at for r in chaos.ledger.kinds("shim")
-            if r.gone_at is not None and home in r.cmd]
+            if r.gone_at is not None and folder in r.cmd]
     ends += [chaos.ledger.t0 + r.gone_at for r in chaos.ledger.kinds("vm", "shim")
              if r.gone_at is not None and r.pid in start.shim_pids]
-    if ends and min(ends) - start.t_start < GUEST_READY_TIMEOUT_S - 0.5:
+    wait_from, clock = start.t_start, "harness: start() sent"
+    started = vm_started_at(runtime_log(home), start.box_id) if home else None
+    if started is not None:
+        # The log's wall-clock timestamp, on the harness's monotonic clock.
+        wait_from, clock = started - (time.time() - time.monotonic()), "runtime log"
+    died_after = round(min(ends) - wait_from, 3) if ends else None
+    chaos.note(observed_failure_clock=clock, shim_died_after_wait_began_s=died_after)
+    if died_after is not None and died_after < GUEST_READY_TIMEOUT_S - 0.5:
         return "boot_failure"
     return "timeout"
 

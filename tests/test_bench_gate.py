@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
+
 from harness.bench_gate import WINDOW_OPS, op_intervals, scenario_figures, union_length
+from harness.cli import build_parser
 
 
 def test_union_of_overlapping_operations_counts_once():
@@ -58,3 +61,20 @@ def test_an_operation_cut_short_by_its_host_exiting_ends_there():
         {"t": 4.0, "kind": "invoke", "host": "h2", "op": "start", "req": 1},
     ]
     assert sorted(op_intervals(events)) == [(1.0, 3.5), (3.0, 3.5)]
+
+
+@pytest.mark.parametrize("workers, why", [
+    ("0", "0 workers cannot run the gate"), ("-3", "-3 workers cannot run the gate"),
+    ("many", "'many' is not a number of workers")])
+def test_bench_gate_refuses_a_worker_count_below_one(workers, why, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["bench-gate", "-n", workers])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument -n/--workers" in err and why in err, err
+
+
+@pytest.mark.parametrize("argv, workers", [([], "8"), (["-n", "1"], "1"), (["-n", "03"], "3"),
+                                           (["--workers", "auto"], "auto")])
+def test_bench_gate_takes_positive_worker_counts(argv, workers):
+    assert build_parser().parse_args(["bench-gate", *argv]).workers == workers

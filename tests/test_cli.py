@@ -114,3 +114,46 @@ def test_an_unknown_subcommand_is_a_usage_error(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "invalid choice" in proc.stderr
+
+
+def test_building_the_parser_does_not_import_hypothesis():
+    """`gate` runs pytest in this process: hypothesis imported before pytest.main cannot have
+    its assertions rewritten, and pytest prints a PytestAssertRewriteWarning per module."""
+    code = ("import sys, harness.cli; harness.cli.build_parser(); "
+            "print([m for m in sys.modules if m.split('.')[0] in "
+            "('hypothesis', '_hypothesis_globals')])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+@pytest.mark.parametrize("args, needles", [
+    (("--seed", "banana"), ("seed 'banana'", "whole number")),
+    (("--seed", "-4"), ("seed '-4'",)),
+    (("--seed", "5", "--explore"), ("--seed", "--explore")),
+    (("--repeat", "0"), ("--repeat 0",)),
+])
+def test_gate_refuses_bad_seeds_and_repeats(tmp_path, args, needles):
+    assert_one_line_error(gate(tmp_path, *args, kvm="/dev/null"), *needles)
+
+
+@pytest.mark.parametrize("n", ["0", "-2", "many"])
+def test_gate_refuses_a_worker_count_that_cannot_run_it(tmp_path, n):
+    report = tmp_path / "report"
+    proc = run_cli("gate", "--report", str(report), "-n", n, kvm="/dev/null", tmp=tmp_path)
+    assert proc.returncode == 2 and "-n/--workers" in proc.stderr and "Traceback" not in \
+        proc.stderr
+    assert not report.exists()
+
+
+def test_the_repeat_runs_the_same_gate_with_the_same_seed(tmp_path):
+    from argparse import Namespace
+
+    from harness.flakes import gate_argv
+    args = Namespace(runtime="boxlite==0.10.8", workers="3", scenario=["guest_hang"], k="x")
+    argv = gate_argv(args, tmp_path / "run-2", 42)
+    assert argv[argv.index("--seed") + 1] == "42"
+    assert argv[argv.index("--report") + 1] == str(tmp_path / "run-2")
+    assert ["--scenario", "guest_hang"] == argv[argv.index("--scenario"):][:2]
+    assert "--repeat" not in argv and argv[argv.index("-n") + 1] == "3"

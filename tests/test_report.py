@@ -1,6 +1,7 @@
 """The report of a synthetic run folder: summary.json keeps its fields, report.html is one
-offline file with a timeline image per scenario, links the kept artifacts, names the known
-failures seen with their reasons, and shows the rip-out matrix and soak trends when present."""
+offline file with a timeline image per scenario, links the kept artifacts, groups the known
+failures seen by table entry with their reasons, lists unknown verdicts, and shows the rip-out
+matrix, soak trends and repeat-run flakes when present."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from packaging.specifiers import SpecifierSet
 from harness.history import History, read_history
 from harness.known import KnownFailure
 from harness.report import build
+from harness.report.stability import build_stability
 from harness.report.timeline import build_timeline, last_run
 
 PASSING = "scenarios/init/test_a.py::test_passes"
@@ -120,7 +122,8 @@ def test_summary_json_keeps_its_fields(run):
     summary = json.loads((run / "summary.json").read_text())
     assert {"scenarios", "passed", "failed", "known_failures_seen"} <= summary.keys()
     assert (summary["passed"], summary["failed"]) == (1, 1)
-    assert summary["known_failures_seen"] == ["record_failed[live.get_info]"]
+    assert [k["id"] for k in summary["known_failures_seen"]] == [KNOWN.id]
+    assert summary["unknown"] == []
     assert summary["incomplete"] == [KILLED]
     row = next(r for r in summary["scenarios"] if r["scenario"] == FAILING)
     assert row["failing"] == ["no_zombies"] and row["wall_s"] == 4.5
@@ -154,6 +157,90 @@ def test_a_corrupt_history_costs_only_its_timeline(run):
     html = build.build_report(run).read_text()
     assert "line 19 is not valid JSON (truncated" in html
     assert len(images(html)) == 2
+
+
+SHUTDOWN = KnownFailure(
+    "shutdown-skips-starting-box", "box_stopped[*]", SpecifierSet("<=0.10.8"), ("*",),
+    "runtime.shutdown() does not stop a box whose start() is still in flight: BoxImpl::stop\n"
+    "only stops the VM when the box's running state exists. It cancels a token.", "evidence",
+    "https://example.invalid/boxlite/issues/1")
+
+
+def loose(entry: KnownFailure, seen: str) -> object:
+    """The entry as the table gives it once entries can be marked not strict (the report
+    reads `strict` and `seen` when present, and defaults them before)."""
+    return type("Entry", (), {**vars(entry), "strict": False, "seen": seen})()
+
+
+def add_results(run: Path, *results: dict) -> None:
+    with open(run / "results.jsonl", "a") as fh:
+        for r in results:
+            fh.write(json.dumps({"runtime": "boxlite==0.10.8", "runtime_version": "0.10.8",
+                                 "duration_s": 1.0, "workdir": None, **r}) + "\n")
+
+
+def test_known_failures_are_grouped_by_table_entry(run, monkeypatch):
+    monkeypatch.setattr(build, "load_table", lambda: [KNOWN, loose(SHUTDOWN, "3 of 5 runs")])
+    extra = "scenarios/host_death/test_d.py::test_shutdown_mid_start"
+    unknown = judgement("record_failed[store]", "fail", SHUTDOWN.id)
+    unknown.update(status="unknown", summary="the store could not be read: database is locked")
+    add_results(run,
+                {"nodeid": extra, "outcome": "failed", "judgements": [
+                    judgement("box_stopped[shutdown]", "known", SHUTDOWN.id),
+                    judgement("box_stopped[remove]", "fixed", SHUTDOWN.id),
+                    {**judgement("box_stopped[exit]", "unseen", SHUTDOWN.id),
+                     "status": "holds"},
+                    judgement("record_failed[live.get_info]", "known", KNOWN.id),
+                    unknown]})
+    html = build.build_report(run).read_text()
+    summary = json.loads((run / "summary.json").read_text())
+
+    assert summary["known_failures_seen"] == [
+        {"id": SHUTDOWN.id, "strict": False,
+         "reason": "runtime.shutdown() does not stop a box whose start() is still in flight: "
+                   "BoxImpl::stop only stops the VM when the box's running state exists.",
+         "matches": [{"scenario": extra, "check": "box_stopped[shutdown]", "outcome": "known"},
+                     {"scenario": extra, "check": "box_stopped[remove]", "outcome": "fixed"},
+                     {"scenario": extra, "check": "box_stopped[exit]", "outcome": "unseen"}]},
+        {"id": KNOWN.id, "strict": True,
+         "reason": "get_info answers from the live handle's cached state",
+         "matches": [{"scenario": PASSING, "check": "record_failed[live.get_info]",
+                      "outcome": "known"},
+                     {"scenario": extra, "check": "record_failed[live.get_info]",
+                      "outcome": "known"}]}]
+    # An unknown verdict is not a known failure seen, whatever entry applied to its check.
+    assert summary["unknown"] == [
+        {"scenario": extra, "runtime": "boxlite==0.10.8", "check": "record_failed[store]",
+         "summary": "the store could not be read: database is locked"}]
+
+    assert f"Known runtime bugs seen: {SHUTDOWN.id}, {KNOWN.id}." in html
+    assert "not strict" in html and "seen 3 of 5 runs" in html and "full reason" in html
+    assert "1 verdict could not be measured" in html
+    assert "the store could not be read: database is locked" in html
+    assert "Flakes over the repeat runs" not in html          # no stability.json here
+
+
+def test_an_entry_gone_from_the_table_is_still_named(run, monkeypatch):
+    monkeypatch.setattr(build, "load_table", lambda: [])
+    build.build_report(run)
+    [seen] = json.loads((run / "summary.json").read_text())["known_failures_seen"]
+    assert seen["id"] == KNOWN.id and "no longer in the known-failures table" in seen["reason"]
+
+
+def test_flakes_come_from_the_folders_stability_json(run, tmp_path):
+    def results(outcome: str) -> list[dict]:
+        return [{"nodeid": FAILING, "outcome": "passed" if outcome == "pass" else "failed",
+                 "judgements": [judgement("no_zombies", outcome)]}]
+    runs = []
+    for i, outcome in enumerate(["pass", "fail", "pass"], start=1):
+        runs.append(tmp_path / f"repeat-{i}")
+        runs[-1].mkdir()
+        add_results(runs[-1], *results(outcome))
+    build_stability(run, runs)
+    html = build.build_report(run).read_text()
+    assert "Flakes over the repeat runs" in html and 'href="stability.html"' in html
+    assert "1 flaky check over the repeat runs" in html
+    assert "<b>fail</b> in run 2: no_zombies violated" in html
 
 
 def test_ripout_and_soak_sections_show_placeholders_then_their_data(run):

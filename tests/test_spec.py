@@ -1,10 +1,14 @@
-"""Runtime specs: parsing, and the error a version that was never published gives."""
+"""Runtime specs: parsing, and the error a version that was never published gives (leaving
+no half-made virtualenv in the cache)."""
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
 from harness.errors import SpecError
+from harness.runtime import spec as spec_module
 from harness.runtime.spec import DEFAULT_SPEC, RuntimeSpec, ensure_runtime, venv_root
 
 
@@ -79,3 +83,32 @@ def test_ensure_runtime_for_an_unpublished_version(tmp_path):
     assert "not a published release" in msg
     # No ready marker: the next run tries again instead of trusting a broken venv.
     assert not (venv_root(tmp_path) / "boxlite-0.0.1" / ".boxlite-chaos-ready.json").exists()
+    assert not (venv_root(tmp_path) / "boxlite-0.0.1").exists()
+
+
+@pytest.mark.parametrize("failing_step", ["venv", "pip"])
+def test_a_failed_build_leaves_no_virtualenv_in_the_cache(tmp_path, monkeypatch, failing_step):
+    """No network, no real pip: `venv` half-makes its folder, then the failing step exits 1
+    the way pip does for a version that was never published."""
+    monkeypatch.setenv("BOXLITE_CHAOS_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        step = "venv" if argv[1:3] == ["-m", "venv"] else "pip"
+        calls.append(step)
+        if step == "venv":
+            bin_dir = tmp_path / "cache" / "venvs" / "boxlite-9.9.9" / "bin"
+            bin_dir.mkdir(parents=True)
+            (bin_dir / "python").write_text("")
+        if step == failing_step:
+            return subprocess.CompletedProcess(argv, 1, "", "ERROR: No matching distribution "
+                                               "found for boxlite==9.9.9")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(spec_module.subprocess, "run", fake_run)
+    with pytest.raises(SpecError, match="'boxlite==9.9.9'"):
+        ensure_runtime("boxlite==9.9.9")
+    assert calls == ["venv", "pip"][:calls.index(failing_step) + 1]
+    root = venv_root()
+    assert root == tmp_path / "cache" / "venvs"
+    assert [p.name for p in root.iterdir() if p.is_dir()] == []     # the lock file may stay

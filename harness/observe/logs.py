@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 EVIDENCE_FIELDS = ("shim_alive", "console_bytes", "ready_socket_exists", "likely_cause")
@@ -39,3 +40,21 @@ def timeout_evidence(log: str, box_id: str) -> dict[str, str] | None:
 def shim_stderr(home: Path, box_id: str) -> str:
     path = home / "boxes" / box_id / "shim.stderr"
     return path.read_text(errors="replace") if path.is_file() else ""
+
+
+# 0.10.x logs this when the shim is up; the guest-connect wait (its 30 s timer) starts next.
+_VM_STARTED = re.compile(r"^(\S+Z)\s+\w+\s+\S+: VM subprocess started successfully "
+                         r"box_id=(\w+)", re.M)
+
+
+def vm_started_at(log: str, box_id: str) -> float | None:
+    """When the runtime began waiting for `box_id`'s guest, by its own clock (UTC epoch
+    seconds, from the log line's timestamp); None when the log holds no such line (older
+    releases word it otherwise)."""
+    for m in _VM_STARTED.finditer(log):
+        if m.group(2) == box_id:
+            try:
+                return datetime.fromisoformat(m.group(1)).timestamp()
+            except ValueError:
+                return None
+    return None

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from harness.checks import UNKNOWN
 from harness.errors import HarnessError, HistoryError
 from harness.history import read_history
 from harness.known import FAILING, FIXED, KNOWN, KnownFailure, load_table
@@ -25,25 +26,36 @@ from harness.report.plots import timeline_png, trend_pngs
 from harness.report.timeline import Timeline, build_timeline, last_run
 
 MAX_ARTIFACT_LINKS = 200
+# A non-strict known failure's check that held (harness.known.UNSEEN, where it exists).
+UNSEEN = "unseen"
 
 
-def load_results(run: Path) -> list[dict[str, Any]]:
-    path = run / "results.jsonl"
-    if not path.is_file():
-        return []
+def read_results_lines(path: Path) -> list[tuple[int, Any]]:
+    """(line number, decoded JSON) for each non-blank line of a results.jsonl. Raises
+    OSError when it cannot be read, HistoryError naming the file and line when a line is not
+    JSON (a run killed mid-write)."""
     out = []
     for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            out.append((n, json.loads(line)))
         except json.JSONDecodeError as exc:
             raise HistoryError(f"results {path}: line {n} is not valid JSON (a run killed "
                                f"mid-write?): {exc.msg} at column {exc.colno}") from exc
     return out
 
 
+def load_results(run: Path) -> list[dict[str, Any]]:
+    path = run / "results.jsonl"
+    if not path.is_file():
+        return []
+    return [r for _, r in read_results_lines(path)]
+
+
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The machine-readable summary, less what needs the known-failures table
+    (`known_failures_seen`, filled by build_report)."""
     rows = []
     for r in results:
         counts: dict[str, int] = {}
@@ -56,7 +68,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"scenarios": rows,
             "passed": sum(r["outcome"] == "passed" for r in rows),
             "failed": sum(r["outcome"] == "failed" for r in rows),
-            "known_failures_seen": sorted({k for r in rows for k in r["known"]})}
+            "unknown": [{k: u[k] for k in ("scenario", "runtime", "check", "summary")}
+                        for u in unknown_verdicts(results)]}
 
 
 # -- scenarios ------------------------------------------------------------------------------
@@ -172,25 +185,52 @@ def scenario_views(run: Path, results: list[dict[str, Any]]) -> list[ScenarioVie
 
 # -- known failures, rip-out matrix, soak -----------------------------------------------------
 
+def one_line(text: str) -> str:
+    """The first sentence of a (wrapped, multi-line) reason, on one line."""
+    flat = " ".join(text.split())
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z(\"'])", flat, maxsplit=1)[0]
+
+
 def known_seen(results: list[dict[str, Any]], table: list[KnownFailure]) -> list[dict[str, Any]]:
-    """Each known-failures entry that matched a verdict in this run, with where it matched."""
+    """Each known-failures entry that matched a verdict in this run (`known`, `fixed` or
+    `unseen`), with its one-line reason, whether it is strict, and every check and scenario it
+    matched."""
     by_id = {k.id: k for k in table}
     seen: dict[str, dict[str, Any]] = {}
     for r in results:
         for j in r.get("judgements", []):
             kid = j.get("known_failure")
-            if not kid or j.get("outcome") not in (KNOWN, FIXED):
+            if not kid or j.get("outcome") not in (KNOWN, FIXED, UNSEEN):
                 continue
             entry = by_id.get(kid)
+            reason = entry.reason if entry else "(no longer in the known-failures table)"
             row = seen.setdefault(kid, {
                 "id": kid, "check": entry.check if entry else "?",
                 "versions": str(entry.versions) if entry else "?",
-                "reason": entry.reason if entry else "(no longer in the known-failures table)",
-                "upstream": entry.upstream if entry else "", "hits": []})
-            row["hits"].append({"scenario": r["nodeid"], "runtime": r["runtime"],
-                                "check": j["check"], "outcome": j["outcome"],
-                                "anchor": _anchor(r["nodeid"], r["runtime"])})
+                "reason": one_line(reason), "reason_full": reason,
+                # Fields the table may not have yet: a strict entry fails when its check holds.
+                "strict": bool(getattr(entry, "strict", True)),
+                "seen": getattr(entry, "seen", "") if entry else "",
+                "upstream": entry.upstream if entry else "", "matches": []})
+            row["showed"] = row.get("showed", False) or j["outcome"] == KNOWN
+            row["matches"].append({"scenario": r["nodeid"], "runtime": r["runtime"],
+                                   "check": j["check"], "outcome": j["outcome"],
+                                   "anchor": _anchor(r["nodeid"], r["runtime"])})
     return sorted(seen.values(), key=lambda row: row["id"])
+
+
+def known_summary(known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """summary.json's `known_failures_seen`: per entry its id, reason, strictness, matches."""
+    return [{"id": k["id"], "reason": k["reason"], "strict": k["strict"],
+             "matches": [{f: m[f] for f in ("scenario", "check", "outcome")}
+                         for m in k["matches"]]} for k in known]
+
+
+def unknown_verdicts(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every verdict that could not be measured (status `unknown`): each fails the gate."""
+    return [{"scenario": r["nodeid"], "runtime": r.get("runtime", "?"), "check": j["check"],
+             "summary": j.get("summary", ""), "anchor": _anchor(r["nodeid"], r.get("runtime", ""))}
+            for r in results for j in r.get("judgements", []) if j.get("status") == UNKNOWN]
 
 
 def _optional_json(run: Path, name: str) -> tuple[Any, str | None]:
@@ -222,29 +262,55 @@ def soak_view(data: Any) -> dict[str, Any]:
             "fields": {k: v for k, v in data.items() if k != "samples"}}
 
 
+def flake_rows(data: Any) -> dict[str, Any]:
+    """stability.json (harness.report.stability): its flaky checks and scenarios, and the
+    figures of the summary line."""
+    if not isinstance(data, dict):
+        return {"checks": [], "races": [], "scenarios": [], "summary": {}}
+    return {"checks": [f for f in data.get("flakes", []) if isinstance(f, dict)],
+            "races": [f for f in data.get("races", []) if isinstance(f, dict)],
+            "scenarios": [s for s in data.get("scenarios", [])
+                          if isinstance(s, dict) and s.get("flake")],
+            "summary": data.get("summary", {})}
+
+
 # -- the report -----------------------------------------------------------------------------
 
-def build_report(run: Path) -> Path:
-    results = load_results(run)
-    summary = summarize(results)
-    views = scenario_views(run, results)
-    summary["incomplete"] = [v.nodeid for v in views if v.outcome == "incomplete"]
-    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+def templates() -> Environment:
+    """The report's templates (report.html.j2, stability.html.j2), HTML-escaped."""
+    return Environment(loader=PackageLoader("harness.report", "templates"),
+                       autoescape=select_autoescape(default_for_string=True, default=True))
 
+
+def build_report(run: Path) -> Path:
+    """Write `run`'s summary.json and report.html; return the report's path. Raises
+    HistoryError when results.jsonl holds a line that is not JSON; anything else that is
+    missing or unreadable (a history, the known-failures table, ripout.json, soak.json,
+    stability.json) is said in the report instead."""
+    results = load_results(run)
     table_error = None
     try:
         table = load_table()
     except HarnessError as exc:
         table, table_error = [], str(exc)
+    known = known_seen(results, table)
+    summary = summarize(results)
+    summary["known_failures_seen"] = known_summary(known)
+    views = scenario_views(run, results)
+    summary["incomplete"] = [v.nodeid for v in views if v.outcome == "incomplete"]
+    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+
     ripout, ripout_error = _optional_json(run, "ripout.json")
     soak, soak_error = _optional_json(run, "soak.json")
-    env = Environment(loader=PackageLoader("harness.report", "templates"),
-                      autoescape=select_autoescape(default_for_string=True, default=True))
-    html = env.get_template("report.html.j2").render(
-        run=run.name, summary=summary, views=views,
-        known=known_seen(results, table), table_error=table_error,
+    stability, stability_error = _optional_json(run, "stability.json")
+    html = templates().get_template("report.html.j2").render(
+        run=run.name, summary=summary, views=views, known=known, table_error=table_error,
+        unknown=unknown_verdicts(results),
         ripout=ripout_rows(ripout) if ripout is not None else None, ripout_error=ripout_error,
-        soak=soak_view(soak) if soak is not None else None, soak_error=soak_error)
+        soak=soak_view(soak) if soak is not None else None, soak_error=soak_error,
+        flakes=flake_rows(stability) if stability is not None else None,
+        stability_error=stability_error,
+        stability_html=(run / "stability.html").is_file())
     out = run / "report.html"
     out.write_text(html)
     return out

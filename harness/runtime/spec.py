@@ -88,7 +88,12 @@ def venv_root(cache: Path | None = None) -> Path:
 
 def ensure_runtime(spec: RuntimeSpec | str, cache: Path | None = None,
                    log=None) -> RuntimeEnv:
-    """Return the virtualenv for `spec`, creating it once (under a lock shared by workers)."""
+    """Return the virtualenv for `spec`, creating it once (under a lock shared by workers).
+
+    Raises SpecError when the spec is malformed, or when the virtualenv cannot be created or
+    the runtime installed into it (an unpublished version, no network); the half-made
+    virtualenv is removed first, under the same lock, so the cache holds only ready ones.
+    """
     if isinstance(spec, str):
         spec = RuntimeSpec.parse(spec)
     root = venv_root(cache)
@@ -99,15 +104,22 @@ def ensure_runtime(spec: RuntimeSpec | str, cache: Path | None = None,
             return RuntimeEnv(spec, venv, json.loads(marker.read_text())["version"])
         shutil.rmtree(venv, ignore_errors=True)
         t0 = time.monotonic()
-        _run([sys.executable, "-m", "venv", str(venv)], spec, "create the virtualenv")
-        _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-              "--disable-pip-version-check", spec.requirement()], spec, "install the runtime")
-        out = _run([str(venv / "bin" / "python"), "-c",
-                    "import importlib.metadata as m; print(m.version('boxlite'))"],
-                   spec, "read the installed version")
-        version = out.strip()
-        marker.write_text(json.dumps({"spec": spec.text, "version": version,
-                                      "install_s": round(time.monotonic() - t0, 1)}))
+        try:
+            _run([sys.executable, "-m", "venv", str(venv)], spec, "create the virtualenv")
+            _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                  "--disable-pip-version-check", spec.requirement()], spec,
+                 "install the runtime")
+            out = _run([str(venv / "bin" / "python"), "-c",
+                        "import importlib.metadata as m; print(m.version('boxlite'))"],
+                       spec, "read the installed version")
+            version = out.strip()
+            marker.write_text(json.dumps({"spec": spec.text, "version": version,
+                                          "install_s": round(time.monotonic() - t0, 1)}))
+        except BaseException:
+            # Interrupted too (Ctrl-C in pip): a folder without its marker is never used, but
+            # left behind it looks like a cached runtime to whoever lists the cache.
+            shutil.rmtree(venv, ignore_errors=True)
+            raise
         if log:
             log(f"runtime {spec.text}: virtualenv built in {time.monotonic() - t0:.1f}s")
         return RuntimeEnv(spec, venv, version)

@@ -32,6 +32,6 @@ def test_boot_failure_keeps_a_failed_record(chaos, doctor_boots, ending):
 
     start = start_with_fault(chaos, host, box, fault=None)
     chaos.judge(checks.op_failed_cleanly("start", start.error, start.host_alive))
-    cause = observed_failure(chaos, start)
+    cause = observed_failure(chaos, start, host.home)
     chaos.note(start_elapsed_s=round(start.elapsed_s, 2), error=start.error, observed=cause)
     judge_failed_record(chaos, host, box, cause, ending)
