@@ -25,10 +25,11 @@ from harness import schedule, seeds
 from harness.context import Chaos, ScenarioFailed
 from harness.doctor import DoctorReport, check_kvm, run_doctor
 from harness.errors import HarnessError
+from harness.facts import machine_facts
 from harness.image import busybox_image
 from harness.known import load_table
 from harness.observe.processes import become_subreaper
-from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime
+from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime, ready_runtime
 
 # The scenario's world (a Chaos, or a conformance TargetScenario): anything with `history`,
 # `ready`, `conclude()`, `result(outcome, duration_s)` and `keep_artifacts()`.
@@ -87,10 +88,12 @@ def record_run(config: pytest.Config) -> None:
         raise pytest.UsageError(f"boxlite-chaos: {exc}") from exc
     path = config.stash[report_key]
     path.mkdir(parents=True, exist_ok=True)
+    env = ready_runtime(config.getoption("--runtime"))
     (path / RUN_FILE).write_text(json.dumps({
         "seed": seed, "exploring": seeds.exploring(),
         "runtime": config.getoption("--runtime"),
-        "started": datetime.now(UTC).isoformat(timespec="seconds")}, indent=1) + "\n")
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_facts(env.identity() if env else None)}, indent=1) + "\n")
 
 
 report_key = pytest.StashKey[Path]()

@@ -307,3 +307,18 @@ def test_a_rerun_into_the_same_folder_draws_only_the_last_run(run):
     tl = build_timeline(last_run(read_history(history)))
     assert [(o.host, o.op) for o in tl.operations] == [("host9", "create")]
     assert len(images(build.build_report(run).read_text())) == 3
+
+
+def test_the_run_s_seed_and_machine_facts_head_the_report(run):
+    from harness.facts import machine_facts
+    facts = {"seed": 4242, "exploring": False, "runtime": "boxlite==0.10.8",
+             "machine": machine_facts({"spec": "boxlite==0.10.8", "version": "0.10.8",
+                                       "wheel_sha256": "0123456789abcdef" * 4})}
+    (run / "run.json").write_text(json.dumps(facts))
+    html = build.build_report(run).read_text()
+    assert "Seed 4242" in html and "wheel sha256 0123456789abcdef" in html
+    assert f"{facts['machine']['cores']} cores" in html
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run"]["machine"]["kernel"] == facts["machine"]["kernel"]
+    (run / "run.json").write_text("{torn")
+    assert "run.json could not be read" in build.build_report(run).read_text()

@@ -226,3 +226,24 @@ def test_a_torn_or_corrupt_line_is_named_by_file_and_line(tmp_path, tail):
 def test_no_runs_is_an_error(tmp_path):
     with pytest.raises(SetupError, match="no runs"):
         build_stability(tmp_path, [])
+
+
+def test_runs_of_different_or_edited_harness_code_are_flagged(tmp_path):
+    import json as _json
+
+    from harness.report.stability import build_stability, render_stability_table
+    runs = []
+    for i, commit in enumerate(["abc123", "abc123-dirty"], start=1):
+        run = tmp_path / f"run-{i}"
+        run.mkdir()
+        (run / "results.jsonl").write_text(_json.dumps({
+            "nodeid": "s::t", "outcome": "passed", "judgements": []}) + "\n")
+        (run / "run.json").write_text(_json.dumps({"seed": 7, "machine": {
+            "harness_commit": commit}}))
+        runs.append(run)
+    data = build_stability(tmp_path, runs)
+    assert data["same_code"] is False and data["runs"][1]["harness_commit"] == "abc123-dirty"
+    assert "WARNING" in render_stability_table(data)
+    (runs[1] / "run.json").write_text(_json.dumps({"seed": 7, "machine": {
+        "harness_commit": "abc123"}}))
+    assert build_stability(tmp_path, runs)["same_code"] is True

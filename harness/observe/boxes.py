@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 
 def box_disks(home: Path, box_id: str) -> list[str] | None:
@@ -15,3 +20,48 @@ def box_disks(home: Path, box_id: str) -> list[str] | None:
         return []
     except OSError:
         return None
+
+
+def socket_dir(box_id: str) -> Path:
+    """The runtime's short socket folder for a box (outside the home: unix socket paths must
+    fit in 108 bytes)."""
+    return Path(f"/tmp/bl-{os.getuid()}/{box_id}")
+
+
+def box_processes(home: Path, box_id: str, root_pid: int | None = None,
+                  known: Iterable[tuple[int, float]] = ()) -> list[dict[str, Any]]:
+    """Every live process of the box among the descendants of `root_pid` (the harness: a
+    child subreaper, so orphans of a dead host are there too), found by what ties it to the
+    box — its folder or socket folder in its command line, its working directory, or a file
+    it holds open (a deleted folder too) — not only by the pid in shim.pid; and any of
+    `known` ((pid, start time) seen tied to it before: once its folder is removed, a process
+    may hold nothing that names it any more). Zombies are not alive and are left out.
+    Returns [{pid, create_time, name, tie}]; a process that cannot be read is skipped."""
+    earlier = set(known)
+    folder = str(home / "boxes" / box_id)
+    sockets = str(socket_dir(box_id))
+
+    def under(path: str) -> bool:
+        # An open file of a deleted folder reads back as "<path> (deleted)".
+        path = path.removesuffix(" (deleted)")
+        return path == folder or path.startswith(folder + "/") or path == sockets \
+            or path.startswith(sockets + "/")
+    out = []
+    for p in psutil.Process(root_pid or os.getpid()).children(recursive=True):
+        try:
+            with p.oneshot():
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                name, create = p.name(), p.create_time()
+                argv = p.cmdline()
+            tie = ("seen before" if (p.pid, create) in earlier
+                   else "command line" if any(under(a) or under(a.partition("=")[2])
+                                              for a in argv)
+                   else "cwd" if under(p.cwd())
+                   else "open file" if any(under(f.path) for f in p.open_files())
+                   else None)
+        except psutil.Error:
+            continue
+        if tie:
+            out.append({"pid": p.pid, "create_time": create, "name": name, "tie": tie})
+    return out

@@ -298,6 +298,9 @@ def build_report(run: Path) -> Path:
     summary["known_failures_seen"] = known_summary(known)
     views = scenario_views(run, results)
     summary["incomplete"] = [v.nodeid for v in views if v.outcome == "incomplete"]
+    facts, facts_error = _optional_json(run, "run.json")
+    # What the verdicts depend on besides the runtime: the seed and this machine.
+    summary["run"] = facts
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
 
     ripout, ripout_error = _optional_json(run, "ripout.json")
@@ -310,7 +313,8 @@ def build_report(run: Path) -> Path:
         soak=soak_view(soak) if soak is not None else None, soak_error=soak_error,
         flakes=flake_rows(stability) if stability is not None else None,
         stability_error=stability_error,
-        stability_html=(run / "stability.html").is_file())
+        stability_html=(run / "stability.html").is_file(),
+        facts=facts, facts_error=facts_error)
     out = run / "report.html"
     out.write_text(html)
     return out

@@ -100,8 +100,13 @@ def _gate(index: int, folder: Path, run: Path, results: dict[str, dict[str, Any]
     if junit > len(red):
         why.append(f"junit.xml counts {junit} errors and failures, {len(red)} of them with "
                    "a result (the others failed outside a scenario's steps)")
+    try:
+        facts = json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        facts = {}
     return {"run": index, "path": _relative(folder, run), "gate": "red" if why else "green",
-            "green": not why,
+            "green": not why, "seed": facts.get("seed"),
+            "harness_commit": (facts.get("machine") or {}).get("harness_commit"),
             "scenarios": len(results),
             **{o: counts.get(o, 0) for o in SCENARIO_OUTCOMES}, "red_because": why}
 
@@ -210,6 +215,11 @@ def stability_data(folder: Path, runs: list[Path], per_run: list[dict[str, dict[
         "folder": str(folder),
         "runtimes": sorted({r.get("runtime", "?") for results in per_run
                             for r in results.values()}),
+        # Repeat runs compare like with like only if they judged the same harness code with
+        # the same seed: a tree edited during the repeat ('-dirty', or commits that differ)
+        # makes any difference suspect.
+        "same_code": len({(g["harness_commit"], g["seed"]) for g in gates}) == 1
+        and not any((g["harness_commit"] or "").endswith("-dirty") for g in gates),
         "summary": {"runs": len(runs), "green_runs": sum(g["gate"] == "green" for g in gates),
                     "scenarios": len(scenarios), "checks_judged": len(checks),
                     "flakes": len(flakes), "races": len(races),
@@ -274,6 +284,10 @@ def render_stability_table(data: dict[str, Any]) -> str:
     that changed and per scenario and check that did not pass in every run (flakes first),
     and a summary line that says so explicitly when there are no flakes."""
     lines = ["gate per run: " + ", ".join(f"{g['run']} {g['gate']}" for g in data["runs"])]
+    if not data.get("same_code", True):
+        lines.append("WARNING: the runs did not all judge the same committed harness code and "
+                     "seed: " + ", ".join(f"{g['run']} {g.get('harness_commit')} seed "
+                                          f"{g.get('seed')}" for g in data["runs"]))
     rows = []
     for s in data["scenarios"]:
         if s["flake"]:

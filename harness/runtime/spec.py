@@ -76,14 +76,40 @@ class RuntimeEnv:
     spec: RuntimeSpec
     venv: Path
     version: str        # as reported by the installed package
+    wheel_sha256: str | None = None     # of the wheel pip installed (pip's install report)
 
     @property
     def python(self) -> Path:
         return self.venv / "bin" / "python"
 
+    def identity(self) -> dict[str, str | None]:
+        """What identifies the runtime under test: spec, version, and the sha256 of its wheel
+        (from pip's install report; a virtualenv cached before the report was kept gives the
+        sha256 of the installed distribution's RECORD instead, and says so)."""
+        out: dict[str, str | None] = {"spec": self.spec.text, "version": self.version,
+                                      "wheel_sha256": self.wheel_sha256}
+        if self.wheel_sha256 is None:
+            records = sorted(self.venv.glob("lib/python*/site-packages/boxlite-*.dist-info/RECORD"))
+            if records:
+                out["record_sha256"] = hashlib.sha256(records[0].read_bytes()).hexdigest()
+        return out
+
 
 def venv_root(cache: Path | None = None) -> Path:
     return (cache or cache_root()) / "venvs"
+
+
+def ready_runtime(spec: RuntimeSpec | str, cache: Path | None = None) -> RuntimeEnv | None:
+    """The spec's virtualenv if it is already built, without building it; None otherwise
+    (also for a malformed spec: the caller that builds it reports that)."""
+    try:
+        if isinstance(spec, str):
+            spec = RuntimeSpec.parse(spec)
+        marker = venv_root(cache) / spec.key / ".boxlite-chaos-ready.json"
+        ready = json.loads(marker.read_text())
+    except (SpecError, OSError, ValueError):
+        return None
+    return RuntimeEnv(spec, marker.parent, ready["version"], ready.get("wheel_sha256"))
 
 
 def ensure_runtime(spec: RuntimeSpec | str, cache: Path | None = None,
@@ -101,19 +127,24 @@ def ensure_runtime(spec: RuntimeSpec | str, cache: Path | None = None,
     marker = venv / ".boxlite-chaos-ready.json"
     with locked(root / f"{spec.key}.lock"):
         if marker.is_file():
-            return RuntimeEnv(spec, venv, json.loads(marker.read_text())["version"])
+            ready = json.loads(marker.read_text())
+            return RuntimeEnv(spec, venv, ready["version"], ready.get("wheel_sha256"))
         shutil.rmtree(venv, ignore_errors=True)
         t0 = time.monotonic()
         try:
             _run([sys.executable, "-m", "venv", str(venv)], spec, "create the virtualenv")
+            report = venv / "pip-install-report.json"
             _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                  "--disable-pip-version-check", spec.requirement()], spec,
-                 "install the runtime")
+                  "--disable-pip-version-check", "--report", str(report),
+                  spec.requirement()], spec, "install the runtime")
+            wheel_sha256 = installed_sha256(report) or (
+                hashlib.sha256(spec.wheel.read_bytes()).hexdigest() if spec.wheel else None)
             out = _run([str(venv / "bin" / "python"), "-c",
                         "import importlib.metadata as m; print(m.version('boxlite'))"],
                        spec, "read the installed version")
             version = out.strip()
             marker.write_text(json.dumps({"spec": spec.text, "version": version,
+                                          "wheel_sha256": wheel_sha256,
                                           "install_s": round(time.monotonic() - t0, 1)}))
         except BaseException:
             # Interrupted too (Ctrl-C in pip): a folder without its marker is never used, but
@@ -122,7 +153,21 @@ def ensure_runtime(spec: RuntimeSpec | str, cache: Path | None = None,
             raise
         if log:
             log(f"runtime {spec.text}: virtualenv built in {time.monotonic() - t0:.1f}s")
-        return RuntimeEnv(spec, venv, version)
+        return RuntimeEnv(spec, venv, version, wheel_sha256)
+
+
+def installed_sha256(report: Path) -> str | None:
+    """The sha256 of the boxlite distribution in pip's `--report` JSON, or None."""
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return None
+    for item in data.get("install", []):
+        if (item.get("metadata") or {}).get("name", "").lower() == "boxlite":
+            hashes = ((item.get("download_info") or {}).get("archive_info") or {}).get(
+                "hashes") or {}
+            return hashes.get("sha256")
+    return None
 
 
 def _run(argv: list[str], spec: RuntimeSpec, what: str) -> str:
