@@ -183,7 +183,8 @@ def _check_row(scenario: str, check: str, per_run: list[dict[str, dict[str, Any]
             "absent": len(cells) - len(judged), "not_run": labels.count(NOT_RUN),
             "per_run": labels, "flake": len(sides) > 1, "sides": sides,
             "race": len(sides) > 1 and {side["outcome"] for side in sides} <= RACE,
-            "identical_pass": all(label == PASS for label in labels)}
+            "identical_pass": all(label == PASS for label in labels),
+            "identical_known": all(label == KNOWN for label in labels)}
 
 
 def _scenario_row(scenario: str, per_run: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -279,11 +280,12 @@ def summary_line(data: dict[str, Any]) -> str:
     return line
 
 
-def render_stability_table(data: dict[str, Any]) -> str:
+def render_stability_table(data: dict[str, Any], verbose: bool = False) -> str:
     """The stability figures for a terminal: the gate per run, one line per scenario's outcome
     that changed and per scenario and check that did not pass in every run (flakes first),
     and a summary line that says so explicitly when there are no flakes."""
     lines = ["gate per run: " + ", ".join(f"{g['run']} {g['gate']}" for g in data["runs"])]
+    steady_known = 0
     if not data.get("same_code", True):
         lines.append("WARNING: the runs did not all judge the same committed harness code and "
                      "seed: " + ", ".join(f"{g['run']} {g.get('harness_commit')} seed "
@@ -295,6 +297,9 @@ def render_stability_table(data: dict[str, Any]) -> str:
                 {**s["outcomes"], NOT_RUN: s["not_run"]}), s["scenario"], "(scenario outcome)"))
     for c in data["checks"]:
         if c["identical_pass"]:
+            continue
+        if c["identical_known"] and not verbose:
+            steady_known += 1
             continue
         counts = {**{k: n for k, n in c["outcomes"].items() if k != FAIL},
                   FAIL: c["outcomes"].get(FAIL, 0) - c["statuses"].get(UNKNOWN, 0),
@@ -309,7 +314,10 @@ def render_stability_table(data: dict[str, Any]) -> str:
         for flag, per_run, counts, scenario, check in rows:
             runs = " ".join(SYMBOL.get(x, "?") for x in per_run)
             lines.append(f"{flag:<7}{runs}  {counts:<{width}}  {scenario}  {check}")
-    else:
+    elif not steady_known:
         lines.append("every check passed in every run")
+    if steady_known:
+        lines.append(f"{_n(steady_known, 'check')} known (a tabled runtime bug) in every run: "
+                     "listed in stability.html")
     lines.append(summary_line(data))
     return "\n".join(lines)
