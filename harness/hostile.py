@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fnmatch
 import gzip
 import hashlib
 import io
@@ -28,20 +29,22 @@ import tarfile
 import time
 import traceback
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from hypothesis import assume
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
+from hypothesis import seed as with_seed
 from hypothesis import strategies as st
 
 from harness import checks, seeds
 from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict, check
 from harness.context import WATCHDOG_BOUND_S
-from harness.errors import HostError, SetupError
-from harness.faults.shim import Proc, box_tree, kill_shim, vcpus_running
+from harness.errors import HarnessError, HostError, SetupError
+from harness.faults.shim import Proc, box_tree, kill_shim, proc_children, vcpus_running
 from harness.known import FAILING, judge
 from harness.observe.records import read_store, store_path, store_rows
 from harness.runtime.host import RuntimeHost, RuntimeOpError
@@ -396,6 +399,163 @@ def kinds(family: str) -> dict[str, st.SearchStrategy[HostileCase]]:
 def cases(family: str) -> st.SearchStrategy[HostileCase]:
     """Every kind of the family, one hazard per case."""
     return st.one_of(*kinds(family).values())
+
+
+# -- shards: a family's kinds split into gate units ------------------------------------------
+
+# Each family runs as a few units side by side (a whole family took 55-107 s, against a gate
+# floor of ~33 s: the guest-connect timeout). A shard owns some of the family's kinds, as
+# fnmatch patterns; every kind belongs to exactly one shard (checked by `shards`). Each shard
+# draws the family's whole hypothesis sequence from the family's seed, so the cases are the
+# ones an unsharded run draws, and runs (and tallies) only the cases of its own kinds: a
+# kind's verdicts are judged once, over all its cases, under the same check ids. Grouped by
+# meaning, sized by the gate seed's draws to 13-27 cases a shard (about a second each).
+SHARD_KINDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "names": {"path_like": ("name.path_like",),
+              "others": ("name.unicode", "name.nul", "name.long", "name.empty",
+                         "name.duplicate", "name.other_box_id")},
+    "env": {"size": ("env.huge_value", "env.many"),
+            "content": ("env.key_equals", "env.key_empty", "env.duplicate_key", "env.nul",
+                        "env.unicode", "env.value_cut_char")},
+    "process": {"entrypoint": ("entrypoint.*",),
+                "cmd_user": ("cmd.*", "user.*"),
+                "working_dir": ("working_dir.*",)},
+    "volumes": {"host_side": ("volume.missing_host", "volume.relative_host",
+                              "volume.host_is_file", "volume.odd_chars",
+                              "volume.same_host_twice"),
+                "guest_side": ("volume.relative_guest", "volume.guest_root",
+                               "volume.guest_system", "volume.guest_dotdot",
+                               "volume.ro_clash", "volume.many", "volume.nul")},
+    "ports": {"duplicate_host": ("port.duplicate_host",),
+              "values": ("port.out_of_range", "port.zero_guest", "port.zero_host"),
+              "sets": ("port.duplicate_pair", "port.bound_host", "port.protocol",
+                       "port.many")},
+    "resources": {"small": ("cpus.zero", "memory.zero", "memory.below_37", "memory.small",
+                            "disk.zero", "disk.tiny"),
+                  "huge": ("cpus.many", "memory.huge", "disk.huge"),
+                  "overflow": ("*.overflow",)},
+    "images": {"layout": ("image.missing", "image.file", "image.empty_dir",
+                          "image.not_a_layout", "image.no_oci_layout", "image.symlink_loop",
+                          "image.well_formed"),
+               "metadata": ("image.index_*", "image.manifest_*", "image.config_*",
+                            "image.diff_id_wrong"),
+               "layers": ("image.layer_*",)},
+}
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Some kinds of one family: one gate unit (`test_hostile_options[<family>-<label>]`)."""
+
+    family: str
+    label: str
+    kinds: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}-{self.label}"
+
+
+def shards(family: str, table: dict[str, dict[str, tuple[str, ...]]] | None = None
+           ) -> list[Shard]:
+    """The family's shards, each with the kinds its patterns match. Raises SetupError unless
+    every kind of the family is in exactly one shard and every pattern matches a kind: a kind
+    no shard ran would lose its verdicts without a word."""
+    groups = (SHARD_KINDS if table is None else table).get(family)
+    every = list(kinds(family))
+    if not groups:
+        raise SetupError(f"hostile family {family!r} has no shards")
+    out, owner = [], {}
+    for label, patterns in groups.items():
+        mine = []
+        for pattern in patterns:
+            matched = fnmatch.filter(every, pattern)
+            if not matched:
+                raise SetupError(f"shard {family}-{label}: {pattern!r} matches no kind")
+            mine += [k for k in matched if k not in mine]
+        for k in mine:
+            if k in owner:
+                raise SetupError(f"kind {k} is in two shards: {family}-{owner[k]} and "
+                                 f"{family}-{label}")
+            owner[k] = label
+        out.append(Shard(family, label, tuple(mine)))
+    missing = [k for k in every if k not in owner]
+    if missing:
+        raise SetupError(f"kinds in no shard of {family}: {missing}")
+    return out
+
+
+def all_shards() -> list[Shard]:
+    return [s for f in FAMILIES for s in shards(f)]
+
+
+@contextmanager
+def without_local_constants() -> Iterator[None]:
+    """Hypothesis (6.131 on) draws, in about 5% of its choices, literals from the local
+    modules loaded at that moment: here harness/*. Which those are depends on what the
+    process imported before (on an xdist worker, the scenarios that ran there earlier) and
+    on every edit anywhere in the harness, so one seed drew different cases in different
+    processes (measured: gate runs of one commit differed from the third case on). Within
+    this, generation sees no local constants (hypothesis's own stay): a seed's cases
+    depend only on the strategies and hypothesis, and every shard of a family, in whatever
+    worker, draws the same sequence. Raises SetupError for a hypothesis whose constant
+    injection has no known switch (the cases would silently stop being reproducible)."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:             # no such module: a hypothesis too old to inject constants
+        yield
+        return
+    injects = hasattr(getattr(providers, "HypothesisProvider", None), "_maybe_draw_constant")
+    real = getattr(providers, "_get_local_constants", None)
+    cache = getattr(getattr(providers, "CONSTANTS_CACHE", None), "cache", None)
+    if not injects:
+        yield
+        return
+    if real is None or cache is None or not hasattr(providers, "Constants"):
+        raise SetupError("this hypothesis draws local constants and offers no known way to "
+                         "turn that off: hostile cases would not be reproducible per seed")
+    empty = providers.Constants()
+    providers._get_local_constants = lambda: empty
+    cache.clear()                   # allowed values cached with the local constants in
+    try:
+        yield
+    finally:
+        providers._get_local_constants = real
+        cache.clear()
+
+
+def shard_test(shard: Shard, run: Callable[[HostileCase], None], max_examples: int,
+               run_seed: int, database: Any = None) -> Callable[[], None]:
+    """The hypothesis test of one shard: `run` gets the shard's explicit examples (canonical
+    and pinned cases of its kinds), then every case hypothesis draws for the family from the
+    family's seed (`run_seed` + the family's index), `max_examples` of them (0: explicit
+    examples only). Drawing the family's sequence, not one of the shard's kinds only, is what
+    keeps the cases those of an unsharded run for the same seed: the draws do not depend on
+    what `run` does with a case, only on whether it fails (a failure is shrunk), and not on
+    the process either (see `without_local_constants`)."""
+    def test(case: HostileCase) -> None:
+        run(case)
+    # One example-database key per shard: a shard replaying another's saved failure would
+    # see it pass (not its kind) and delete it.
+    test.__name__ = f"hostile_{shard.family}_{shard.label}"
+    phases = list(Phase) if max_examples else [Phase.explicit]
+    out = settings(max_examples=max(1, max_examples), phases=phases, deadline=None,
+                   derandomize=False, print_blob=True, database=database,
+                   suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                          HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                          HealthCheck.data_too_large,
+                                          HealthCheck.large_base_example],
+                   )(given(case=cases(shard.family))(test))
+    for case in [*canonical(shard.family), *pinned(shard.family)]:
+        if case.kind in shard.kinds:
+            out = example(case=case)(out)
+    # One seed per family, derived from the run's, so families draw independently.
+    seeded = with_seed(run_seed + FAMILIES.index(shard.family))(out)
+
+    def reproducible() -> None:
+        with without_local_constants():
+            seeded()
+    return reproducible
 
 
 def canonical(family: str) -> list[HostileCase]:
@@ -1040,6 +1200,11 @@ def layer_contained(escaped: Sequence[str], planted: int) -> Verdict:
     return Verdict("layer_contained", HOLDS, ev, f"none of {planted} escaping entries landed")
 
 
+def kind_of(check_id: str) -> str:
+    """The case kind a specialized check id names: its bracket's last part."""
+    return check_id.partition("[")[2].rstrip("]").rsplit("/", 1)[-1]
+
+
 def specialize(v: Verdict, kind: str, moment: str | None = None) -> Verdict:
     """The verdict's id with the moment and the case's kind appended inside its brackets:
     `answered_cleanly[start]` → `answered_cleanly[start/env.nul]`."""
@@ -1112,7 +1277,9 @@ def watch_start(host: RuntimeHost, box: str, fut: Any, bound_s: float
     deadline = time.monotonic() + bound_s
     tree, stage = None, "start_failed"
     while time.monotonic() < deadline and not fut.done() and host.alive:
-        now = box_tree(host.home, box)
+        # Every 5 ms: the tree through /proc's children files, not a scan of every process
+        # (that cost a sixth of a core while a start was watched).
+        now = box_tree(host.home, box, children=proc_children)
         if now:
             tree, stage = now, max(stage, "shim_spawned", key=STAGES.index)
             for p in now:
@@ -1213,19 +1380,26 @@ class HostileRunner:
     answers, the records and the home, remove the boxes, check a well-formed box still gets
     to its VM, and that every process of the case is gone. A failing case raises CaseFailed so
     hypothesis shrinks it; after `budget_s` a case already run replays its outcome and a new
-    one is rejected, which bounds shrinking."""
+    one is rejected, which bounds shrinking. With a `shard`, only the cases of its kinds run;
+    the family's others pass through untouched (their shard runs them)."""
 
-    def __init__(self, chaos: Any, family: str, budget_s: float) -> None:
+    def __init__(self, chaos: Any, family: str, budget_s: float,
+                 shard: Shard | None = None) -> None:
         self.chaos = chaos
         self.family = family
         self.budget_s = budget_s
+        # The kinds this runner judges (a shard's); cases of the family's other kinds are
+        # drawn, so the sequence stays the family's, and left to their own shards.
+        self.shard = shard
+        self.own_kinds = frozenset(shard.kinds if shard else kinds(family))
+        self.family_kinds = frozenset(kinds(family))
         self.t0 = time.monotonic()
         self.host: RuntimeHost = chaos.host()
         self.workspace = Workspace(chaos.workdir / "hostile", chaos.image.path)
         self.tallies: dict[str, Tally] = {}
         self.outcomes: dict[str, bool] = {}         # case key → failed
         self.runs = {"canonical": 0, "pinned": 0, "generated": 0, "replayed": 0,
-                     "rejected": 0}
+                     "rejected": 0, "other_shards": 0}
         self.seed = seeds.run_seed()
         self.findings: set[tuple[str, ...]] = set()
         self.failures: list[dict[str, Any]] = []
@@ -1233,6 +1407,12 @@ class HostileRunner:
 
     # -- hypothesis's side -----------------------------------------------------------------
     def run(self, case: HostileCase) -> None:
+        if case.kind not in self.own_kinds:
+            if case.kind not in self.family_kinds:
+                raise SetupError(f"case of kind {case.kind!r} drawn in family {self.family}")
+            # Another shard of the family runs this case (it draws the same sequence).
+            self.runs["other_shards"] += 1
+            return
         key = case.key()
         if time.monotonic() - self.t0 > self.budget_s and case.origin not in EXPLICIT:
             if key not in self.outcomes:
@@ -1290,14 +1470,23 @@ class HostileRunner:
             if not only_case_failures(exc):
                 self.judge_totals()
                 raise
-        self.judge_totals()
+        self.judge_totals(complete=True)
 
-    def judge_totals(self) -> None:
-        self.chaos.note(hostile_family=self.family, runs=self.runs,
+    def judge_totals(self, complete: bool = False) -> None:
+        """Judge every tally. `complete`: hypothesis ran to its end, so every kind of the
+        runner has cases (each has an explicit example); one without is a harness error,
+        raised after the verdicts so it cannot pass unseen."""
+        judged = {kind_of(t.check) for t in self.tallies.values()}
+        unjudged = sorted(self.own_kinds - judged)
+        self.chaos.note(hostile_family=self.family,
+                        shard=self.shard.label if self.shard else None,
+                        kinds=sorted(self.own_kinds), runs=self.runs,
                         host_restarts=self.host_restarts, failing_cases=len(self.failures),
-                        elapsed_s=round(time.monotonic() - self.t0, 1))
+                        unjudged_kinds=unjudged, elapsed_s=round(time.monotonic() - self.t0, 1))
         self.chaos.judge(*(t.verdict() for t in self.tallies.values()))
         self.tallies.clear()
+        if complete and unjudged:
+            raise HarnessError(f"hostile {self.family}: no case judged kind(s) {unjudged}")
 
     # -- one case --------------------------------------------------------------------------
     def one_case(self, case: HostileCase) -> tuple[list[Verdict], dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 from harness import checks
 from harness.context import Chaos
 from harness.errors import ArrangementError
-from harness.faults.shim import box_tree, freeze_box, kill_shim
+from harness.faults.shim import Proc, box_tree, freeze_box, kill_shim
 from harness.observe.logs import runtime_log, vm_started_at
 from harness.observe.records import RecordRead, read_host, read_store
 from harness.runtime.host import RuntimeHost, RuntimeOpError
@@ -84,6 +84,23 @@ def start_with_fault(chaos: Chaos, host: RuntimeHost, box_id: str, fault: str | 
         error = {"type": exc.type, "message": exc.message}
     return StartOutcome(box_id, error, time.monotonic() - t0, host.alive, t0,
                         tuple(p.pid for p in tree or ()))
+
+
+def end_judged_vm(chaos: Chaos, home: Path, box_id: str, tree: list[Proc] | None,
+                  judged: str) -> bool:
+    """Kill the box's shim (the pid and start time recorded in `tree`) once the scenario has
+    judged what it needed of the box (`judged` says what): left alone, a VM here spins a core
+    until it fails on its own (~17 s on nested PVM), which no verdict waits for. Scenarios
+    whose subject is the VM failing on its own never call this. Recorded as a kill_shim
+    fault, so a replay does the same. Returns whether the shim was still there to kill."""
+    if not tree:
+        return False
+    try:
+        chaos.inject(kill_shim(home, box_id, tree))
+    except ProcessLookupError:
+        return False
+    chaos.note(ended_judged_vm=box_id, judged=judged)
+    return True
 
 
 def observed_failure(chaos: Chaos, start: StartOutcome, home: Path | None = None) -> str:

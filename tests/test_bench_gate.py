@@ -1,6 +1,7 @@
 """The gate benchmark's split of a scenario's wall time into runtime time and overhead."""
 
 import json
+import sys
 
 import pytest
 
@@ -78,3 +79,121 @@ def test_bench_gate_refuses_a_worker_count_below_one(workers, why, capsys):
                                            (["--workers", "auto"], "auto")])
 def test_bench_gate_takes_positive_worker_counts(argv, workers):
     assert build_parser().parse_args(["bench-gate", *argv]).workers == workers
+
+
+# -- core-seconds per scenario and per family --------------------------------------------------
+
+def test_a_scenarios_family_is_its_test_function_and_a_hostile_shards_its_family():
+    from harness.bench_gate import HOSTILE_TEST, family_of
+    assert family_of(f"{HOSTILE_TEST}[process-working_dir]") == f"{HOSTILE_TEST}[process]"
+    assert family_of(f"{HOSTILE_TEST}[names-path_like]") == f"{HOSTILE_TEST}[names]"
+    assert family_of("scenarios/init/test_guest_hang.py::test_x[exit]") == \
+        "scenarios/init/test_guest_hang.py::test_x"
+    assert family_of("scenarios/a.py::test_y") == "scenarios/a.py::test_y"
+
+
+def _burner(seconds: float):
+    """A child that burns `seconds` of CPU, then sleeps until killed."""
+    import subprocess
+    return subprocess.Popen([sys.executable, "-c", (
+        "import time\nt = time.process_time()\n"
+        f"while time.process_time() - t < {seconds}: pass\ntime.sleep(60)")])
+
+
+def _burnt(pid: int, seconds: float) -> None:
+    from harness.bench_gate import proc_cpu_s
+    from harness.wait import wait_for
+    wait_for(lambda: (proc_cpu_s(pid) or 0) >= seconds, 30, "the child to burn its CPU", 0.05)
+
+
+def test_the_plugin_writes_one_line_per_test_with_its_tree_cpu(tmp_path, monkeypatch):
+    import resource
+    from types import SimpleNamespace
+
+    from harness import bench_gate
+    item = SimpleNamespace(nodeid="scenarios/a.py::test_y")
+    monkeypatch.delenv(bench_gate.CPU_ENV, raising=False)
+    hook = bench_gate.pytest_runtest_protocol(item, None)
+    next(hook)
+    with pytest.raises(StopIteration):
+        hook.send(None)
+    path = tmp_path / bench_gate.CPU_FILE
+    monkeypatch.setenv(bench_gate.CPU_ENV, str(path))
+    reaped = {"s": 0.0}
+    real = resource.getrusage
+
+    def fake(who):
+        # RUSAGE_CHILDREN grows by 2.5 s during the test: a host reaped with its shims.
+        if who == resource.RUSAGE_CHILDREN:
+            return SimpleNamespace(ru_utime=reaped["s"], ru_stime=0.0)
+        return real(who)
+    monkeypatch.setattr(bench_gate.resource, "getrusage", fake)
+    hook = bench_gate.pytest_runtest_protocol(item, None)
+    next(hook)
+    child = _burner(0.6)            # a VM spinning during the scenario, still alive at its end
+    try:
+        _burnt(child.pid, 0.6)
+        reaped["s"] = 2.5
+        with pytest.raises(StopIteration):
+            hook.send(None)
+    finally:
+        child.kill()
+        child.wait()
+    [row] = bench_gate.read_scenario_cpu(tmp_path)
+    assert row["nodeid"] == item.nodeid and row["reaped_s"] == 2.5
+    assert 0.55 <= row["tree_s"] < 2.0 and row["processes"] >= 1
+    assert row["core_s"] == round(row["harness_s"] + row["tree_s"], 3)
+
+
+def test_tree_cpu_counts_only_what_a_process_spent_during_the_test():
+    from harness.bench_gate import TreeCpu
+    child = _burner(0.4)
+    try:
+        _burnt(child.pid, 0.4)
+        tree = TreeCpu(interval_s=0.05).start()     # there before the test: its past is not
+        assert tree.stop() < 0.2
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_scenario_cpu_lines_add_up_per_family_and_a_torn_line_is_skipped(tmp_path):
+    from harness.bench_gate import (
+        CPU_FILE,
+        HOSTILE_TEST,
+        by_family,
+        cpu_table,
+        longest_unit,
+        read_scenario_cpu,
+    )
+    lines = [{"nodeid": f"{HOSTILE_TEST}[env-keys]", "wall_s": 20.0, "harness_s": 2.0,
+              "tree_s": 10.0, "reaped_s": 1.0},
+             {"nodeid": f"{HOSTILE_TEST}[env-values]", "wall_s": 25.0, "harness_s": 1.0,
+              "tree_s": 8.0, "reaped_s": 1.0},
+             {"nodeid": "scenarios/b.py::test_z[1]", "wall_s": 33.0, "harness_s": 0.5,
+              "tree_s": 19.5, "reaped_s": 0.5}]
+    (tmp_path / CPU_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines)
+                                     + '{"nodeid": "torn')
+    rows = read_scenario_cpu(tmp_path)
+    assert len(rows) == 3
+    fams = {f["family"]: f for f in by_family(rows)}
+    env = fams[f"{HOSTILE_TEST}[env]"]
+    assert (env["scenarios"], env["core_s"], env["longest_s"]) == (2, 21.0, 25.0)
+    assert fams["scenarios/b.py::test_z"]["core_s"] == 20.0
+    assert longest_unit(rows)["nodeid"] == "scenarios/b.py::test_z[1]"
+    text = "\n".join(cpu_table("parallel", rows, {"gate_cpu_s": 40.0, "machine_busy_s": 60.0}))
+    assert "41.0 in all" in text and "3.5 of it the harness's" in text
+    assert f"{HOSTILE_TEST}[env]" in text and f"{HOSTILE_TEST}[env-keys]" in text
+    assert read_scenario_cpu(tmp_path / "nothing") == []
+
+
+def test_the_cpu_floor_comes_from_busy_time_on_a_quiet_machine_and_from_scenarios_else():
+    from harness.bench_gate import cpu_lines
+    run = {"wall_s": 100.0, "machine_busy_s": 190.0, "harness_cpu_s": 40.0, "gate_cpu_s": 90.0}
+    quiet = "\n".join(cpu_lines("parallel", run, 2, 40.0, 0.1, scenario_core_s=120.0))
+    assert "the gate's core-seconds: 180.0 (machine busy less the load before" in quiet
+    assert "(the CPU floor): 90.0s" in quiet and "wall / floor 1.11" in quiet
+    busy = "\n".join(cpu_lines("parallel", run, 2, 40.0, 1.9, scenario_core_s=120.0))
+    assert "95% busy before the gate" in busy
+    assert "the gate's core-seconds: 120.0 (sum over scenarios, a lower bound" in busy
+    assert "(the CPU floor): 60.0s" in busy

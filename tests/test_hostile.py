@@ -27,7 +27,7 @@ from hypothesis.errors import UnsatisfiedAssumption
 
 from harness import hostile, seeds
 from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
-from harness.errors import SetupError
+from harness.errors import HarnessError, SetupError
 from harness.image import write_layout
 from harness.known import KnownFailure
 from harness.observe.records import store_path
@@ -593,9 +593,12 @@ def runner(verdicts: list[Verdict], known: list[KnownFailure] = (), budget_s: fl
     r.chaos = FakeChaos(env=SimpleNamespace(version="0.10.8"), node_id="scen::hostile",
                         known=list(known), notes=[], judged=[])
     r.family, r.budget_s = "env", budget_s
+    r.shard, r.own_kinds = None, frozenset(hostile.kinds("env"))
+    r.family_kinds = r.own_kinds
     r.t0 = time.monotonic()
     r.tallies, r.outcomes, r.failures, r.host_restarts = {}, {}, [], 0
-    r.runs = {"canonical": 0, "pinned": 0, "generated": 0, "replayed": 0, "rejected": 0}
+    r.runs = {"canonical": 0, "pinned": 0, "generated": 0, "replayed": 0, "rejected": 0,
+              "other_shards": 0}
     r.seed, r.findings = 7, set()
     r.one_case = lambda c: (list(verdicts), {"hostile_stage": "vcpus_running"})
     return r
@@ -649,13 +652,15 @@ def test_past_the_budget_cases_replay_or_are_rejected():
         r.run(case(n=1))
     r.run(case(origin="canonical"))         # explicit examples always run
     assert r.runs == {"canonical": 1, "pinned": 0, "generated": 0, "replayed": 1,
-                      "rejected": 1}
+                      "rejected": 1, "other_shards": 0}
 
 
 def test_explore_notes_case_failures_and_raises_anything_else():
-    r = runner([])
+    r = runner([Verdict("runtime_did_not_crash[env.nul]", HOLDS, {}, "ok")])
+    r.own_kinds = frozenset({"env.nul"})
 
     def failing():
+        r.run(case(origin="canonical"))
         raise ExceptionGroup("bugs", [hostile.CaseFailed("a"), hostile.CaseFailed("b")])
     r.explore(failing)
     assert any(n.get("hypothesis") == "falsified" for n in r.chaos.notes)
@@ -666,6 +671,190 @@ def test_explore_notes_case_failures_and_raises_anything_else():
         r.explore(broken)
     assert hostile.only_case_failures(hostile.CaseFailed("x"))
     assert not hostile.only_case_failures(ExceptionGroup("g", [ValueError()]))
+
+
+# -- shards: every case in exactly one unit, the family's sequence unchanged ------------------
+
+def test_every_kind_is_in_exactly_one_shard_of_its_family():
+    for family in hostile.FAMILIES:
+        owned = [k for s in hostile.shards(family) for k in s.kinds]
+        assert sorted(owned) == sorted(hostile.kinds(family)), family
+    ids = [s.id for s in hostile.all_shards()]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("table, match", [
+    ({"env": {"a": ("env.*",), "b": ("env.nul",)}}, "env.nul is in two shards"),
+    ({"env": {"a": ("env.nul",)}}, "kinds in no shard of env"),
+    ({"env": {"a": ("env.*", "env.bogus*")}}, "matches no kind"),
+    ({}, "has no shards")])
+def test_a_shard_table_that_loses_or_doubles_a_kind_is_refused(table, match):
+    with pytest.raises(SetupError, match=match):
+        hostile.shards("env", table)
+
+
+def _unsharded_run(family: str, max_examples: int) -> list[tuple[str, str]]:
+    """The cases an unsharded family ran (the scenario before it was sharded), in order."""
+    from hypothesis import Phase, example, seed
+    got = []
+
+    def run(case):
+        got.append((case.kind, case.key()))
+    run.__name__ = f"hostile_{family}"
+    test = settings(max_examples=max_examples, phases=list(Phase), deadline=None,
+                    derandomize=False, database=None,
+                    suppress_health_check=list(HealthCheck))(
+        given(case=hostile.cases(family))(run))
+    for case in [*hostile.canonical(family), *hostile.pinned(family)]:
+        test = example(case=case)(test)
+    with hostile.without_local_constants():
+        seed(seeds.GATE_SEED + hostile.FAMILIES.index(family))(test)()
+    return got
+
+
+@pytest.mark.parametrize("family", hostile.FAMILIES)
+def test_shards_run_exactly_the_cases_of_the_unsharded_family(family):
+    """Same seed: every case the unsharded family ran is run by the shard of its kind, in the
+    same order, and by no other shard."""
+    want = _unsharded_run(family, 12)
+    ran: dict[str, list[tuple[str, str]]] = {}
+    for shard in hostile.shards(family):
+        ran[shard.label] = []
+
+        def run(case, shard=shard):
+            if case.kind in shard.kinds:
+                ran[shard.label].append((case.kind, case.key()))
+        hostile.shard_test(shard, run, 12, seeds.GATE_SEED)()
+        assert ran[shard.label] == [c for c in want if c[0] in shard.kinds], shard.id
+    assert sum(map(len, ran.values())) == len(want)
+
+
+def _drawn(shard: hostile.Shard, max_examples: int = 15) -> list[str]:
+    got: list[str] = []
+    hostile.shard_test(shard, lambda c: got.append(c.key()), max_examples, seeds.GATE_SEED)()
+    return got
+
+
+def _raw_draw() -> list[str]:
+    """The names family as plain hypothesis draws it, local constants and all."""
+    from hypothesis import seed
+    raw: list[str] = []
+    test = settings(max_examples=15, deadline=None, database=None,
+                    suppress_health_check=list(HealthCheck))(
+        given(case=hostile.cases("names"))(lambda case: raw.append(case.key())))
+    seed(seeds.GATE_SEED)(test)()
+    return raw
+
+
+def test_a_seeds_cases_do_not_depend_on_the_modules_the_process_loaded(tmp_path, monkeypatch):
+    """Hypothesis mixes literals of the loaded local modules into its draws; a worker that ran
+    other scenarios first has loaded more of them. A shard draws the same cases either way,
+    where plain hypothesis does not (checked too, so the test can fail)."""
+    import importlib
+    import sys
+
+    from hypothesis.internal.conjecture import providers
+    shard = hostile.shards("names")[0]
+    before, raw_before = _drawn(shard), _raw_draw()
+    (tmp_path / "bxc_literals.py").write_text("WORDS = [\n" + "".join(
+        f"    'w{i}/x{i}', {i * 7919},\n" for i in range(300)) + "]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("bxc_literals")
+    try:
+        assert _drawn(shard) == before
+        if hasattr(providers.HypothesisProvider, "_maybe_draw_constant"):
+            assert _raw_draw() != raw_before, \
+                "local constants no longer change hypothesis's draws: is the switch still needed?"
+    finally:
+        sys.modules.pop("bxc_literals", None)
+        providers.CONSTANTS_CACHE.cache.clear()
+
+
+def test_a_shard_runs_its_kinds_and_leaves_the_others_to_their_shards():
+    r = runner([Verdict("runtime_did_not_crash[env.nul]", HOLDS, {}, "ok")])
+    shard = next(s for s in hostile.shards("env") if "env.nul" in s.kinds)
+    r.shard, r.own_kinds = shard, frozenset(shard.kinds)
+    r.run(case())                                           # env.nul: this shard's
+    r.run(hostile.HostileCase("env", "env.many", {"env": [["K", "v"]]}))
+    assert r.runs["generated"] == 1 and r.runs["other_shards"] == 1
+    with pytest.raises(SetupError, match="name.nul"):
+        r.run(hostile.HostileCase("names", "name.nul", name="a\x00b"))
+
+
+def test_a_kind_of_the_shard_left_unjudged_fails_the_run_after_its_verdicts():
+    r = runner([Verdict("runtime_did_not_crash[env.nul]", HOLDS, {}, "ok")])
+    r.own_kinds = frozenset({"env.nul", "env.many"})
+    r.run(case())
+    with pytest.raises(HarnessError, match="env.many"):
+        r.judge_totals(complete=True)
+    assert [v.check for v in r.chaos.judged] == ["runtime_did_not_crash[env.nul]"]
+    note = [n for n in r.chaos.notes if "hostile_family" in n][-1]
+    assert note["unjudged_kinds"] == ["env.many"]
+
+
+def test_kind_of_reads_the_kind_from_a_specialized_id():
+    v = hostile.specialize(Verdict("home_consistent", HOLDS, {}, ""), "env.nul", "removed")
+    assert hostile.kind_of(v.check) == "env.nul"
+    assert hostile.kind_of("answered_cleanly[start/image.layer_is_dir]") == "image.layer_is_dir"
+
+
+def test_end_judged_vm_kills_the_recorded_shim_once(tmp_path):
+    import subprocess
+
+    import psutil
+
+    from harness.faults.base import FaultSet
+    from harness.faults.shim import Proc
+    from harness.steps import end_judged_vm
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        tree = [Proc(proc.pid, psutil.Process(proc.pid).create_time(), "sleep")]
+        notes: list[dict] = []
+        chaos = SimpleNamespace(inject=FaultSet().inject, note=lambda **kw: notes.append(kw))
+        assert end_judged_vm(chaos, tmp_path, "box1", tree, "judged") is True
+        assert proc.wait(5) == -9
+        assert notes == [{"ended_judged_vm": "box1", "judged": "judged"}]
+        assert end_judged_vm(chaos, tmp_path, "box1", tree, "judged") is False
+        assert end_judged_vm(chaos, tmp_path, "box1", None, "judged") is False
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_watch_finds_a_box_tree_through_procs_children_files(tmp_path):
+    """watch_start's cheap listing finds the same tree as psutil's full scan: a shim under
+    two levels of bwrap (here: sh under sh, the top named by shim.pid), and None without."""
+    import subprocess
+
+    import psutil
+
+    from harness.faults.shim import box_tree, proc_children, shim_pid_file
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "boxlite-shim"           # argv[0] names it, as the runtime's does
+    shim.symlink_to(shutil.which("sleep"))
+    top = subprocess.Popen(["sh", "-c", f"sh -c '{shim} 30 & wait' & sleep 30 & wait"])
+    try:
+        pid_file = shim_pid_file(tmp_path, "box1")
+        pid_file.parent.mkdir(parents=True)
+        pid_file.write_text(f"{top.pid}\n")
+
+        def both():
+            fast = box_tree(tmp_path, "box1", children=proc_children)
+            full = box_tree(tmp_path, "box1")
+            return (fast, full) if fast and full and len(fast) == len(full) == 4 else None
+        from harness.wait import wait_for
+        fast, full = wait_for(both, 10, "the fake box's four processes")
+        assert sorted(fast, key=lambda p: p.pid) == sorted(full, key=lambda p: p.pid)
+        assert fast[0].pid == top.pid
+        assert {p.pid for p in proc_children(psutil.Process(top.pid))} == \
+            {p.pid for p in psutil.Process(top.pid).children(recursive=True)}
+        assert box_tree(tmp_path, "nobox", children=proc_children) is None
+    finally:
+        for p in psutil.Process(top.pid).children(recursive=True):
+            p.kill()
+        top.kill()
+        top.wait()
 
 
 @given(st.data())

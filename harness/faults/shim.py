@@ -8,7 +8,9 @@ signals a recycled pid.
 
 from __future__ import annotations
 
+import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,12 +49,44 @@ def shim_pid_file(home: Path, box_id: str) -> Path:
     return home / "boxes" / box_id / "shim.pid"
 
 
-def box_tree(home: Path, box_id: str) -> list[Proc] | None:
-    """The box's process tree, or None until the shim itself is running."""
+def proc_children(top: psutil.Process) -> list[psutil.Process]:
+    """`top`'s descendants from /proc/<pid>/task/<tid>/children: a few reads, where psutil's
+    recursive children() reads every process on the machine. The kernel warns that a child
+    forked or exiting during the read may be missed: for polling only (the next poll sees
+    it), never for a fault that must reach every process."""
+    out: list[psutil.Process] = []
+    todo = [top.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                    kids = [int(c) for c in fh.read().split()]
+            except (OSError, ValueError):
+                continue
+            for kid in kids:
+                try:
+                    out.append(psutil.Process(kid))
+                except psutil.Error:
+                    continue
+                todo.append(kid)
+    return out
+
+
+def box_tree(home: Path, box_id: str,
+             children: Callable[[psutil.Process], list[psutil.Process]] | None = None
+             ) -> list[Proc] | None:
+    """The box's process tree, or None until the shim itself is running. `children`: how
+    to list the top's descendants (default psutil's recursive children(), complete)."""
     try:
         first = shim_pid_file(home, box_id).read_text().split()[0]
         top = psutil.Process(int(first))
-        procs = [top, *top.children(recursive=True)]
+        below = children(top) if children else top.children(recursive=True)
+        procs = [top, *below]
     except (OSError, IndexError, ValueError, psutil.Error):
         return None
     if not any(_is_shim(p, box_id) for p in procs):

@@ -1,5 +1,5 @@
 """Hostile box options, generated: names, environment, process settings, volumes, ports,
-resources and image layouts, one hazard per case, through one long-lived host per family.
+resources and image layouts, one hazard per case, through one long-lived host per shard.
 
 After each case: create and start answered with success or a runtime error that says why (no
 hang, no dead host), no runtime process crashed, no record is left in a transitional status, no
@@ -14,15 +14,20 @@ example database in the run's report folder (replayed first by the next run into
 folder), and written to the history as a `hostile_failure` note with its options; hypothesis
 prints its reproduction blob. An exploring run also writes each violated generated case to
 the run folder, ready to pin.
+
+Shards: each family runs as a few gate units side by side (`hostile.SHARD_KINDS`, e.g.
+`test_hostile_options[process-entrypoint]`). A shard draws its family's whole sequence from
+the family's seed and runs the cases of its own kinds, so every case still runs, in exactly
+one shard, and each kind's verdicts keep their ids and are judged once, over all its cases.
 """
 
 import os
 
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from harness import hostile, seeds
+from harness.steps import end_judged_vm
 
 pytestmark = pytest.mark.tier("init")
 
@@ -35,36 +40,21 @@ if not _examples.isdigit():
     raise pytest.UsageError(f"BOXLITE_CHAOS_HOSTILE_EXAMPLES={_examples!r}: expected a "
                             f"count of generated cases per family (0 or more)")
 MAX_EXAMPLES = int(_examples)
-# Wall time for new cases in one family; after it, shrinking replays only cases already run.
-# A family's cases take about 1 s each here (50-75 s a family); the budget bounds shrinking,
-# keeping a family with failures under the 300 s per-test timeout.
+# Wall time for new cases in one shard; after it, shrinking replays only cases already run.
+# A case takes about 1 s here (20-30 s a shard); the budget bounds shrinking, keeping a shard
+# with failures under the 300 s per-test timeout.
 BUDGET_S = 180.0
 
 
-@pytest.mark.parametrize("family", hostile.FAMILIES)
-def test_hostile_options(chaos, report_dir, family):
-    runner = hostile.HostileRunner(chaos, family, budget_s=BUDGET_S)
-
-    def run(case):
-        runner.run(case)
-    run.__name__ = f"hostile_{family}"     # one example-database key per family
-
+@pytest.mark.parametrize("shard", hostile.all_shards(), ids=lambda s: s.id)
+def test_hostile_options(chaos, report_dir, shard):
+    runner = hostile.HostileRunner(chaos, shard.family, budget_s=BUDGET_S, shard=shard)
     run_seed = seeds.run_seed()
-    chaos.note(hostile_generated_max=MAX_EXAMPLES, seed=run_seed, exploring=seeds.exploring())
-    phases = list(Phase) if MAX_EXAMPLES else [Phase.explicit]
-    test = settings(max_examples=max(1, MAX_EXAMPLES), phases=phases, deadline=None,
-                    derandomize=False,
-                    print_blob=True, database=DirectoryBasedExampleDatabase(
-                        str(report_dir / "hypothesis")),
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                           HealthCheck.data_too_large,
-                                           HealthCheck.large_base_example],
-                    )(given(case=hostile.cases(family))(run))
-    for case in [*hostile.canonical(family), *hostile.pinned(family)]:
-        test = example(case=case)(test)
-    # One seed per family, derived from the run's, so families draw independently.
-    runner.explore(seed(run_seed + hostile.FAMILIES.index(family))(test))
+    chaos.note(hostile_generated_max=MAX_EXAMPLES, seed=run_seed, exploring=seeds.exploring(),
+               shard=shard.id, kinds=list(shard.kinds))
+    runner.explore(hostile.shard_test(
+        shard, runner.run, MAX_EXAMPLES, run_seed,
+        DirectoryBasedExampleDatabase(str(report_dir / "hypothesis"))))
 
 
 def test_force_remove_while_starting_ends_the_box(chaos):
@@ -72,7 +62,8 @@ def test_force_remove_while_starting_ends_the_box(chaos):
     force-removed while its start is in flight, once its VM runs, keeps its processes (the
     record says `configured` and has no pid, so remove() has nothing to stop), and here they
     live until the VM fails on its own (~17 s). Judged: remove answers, and the box's
-    processes are gone within the watchdog bound of its removal."""
+    processes are gone within the watchdog bound of its removal. Once judged, the harness
+    kills the shim it recorded, so the start answers without the VM spinning to its end."""
     host = chaos.host()
     before = hostile.runtime_processes(chaos.ledger)
     box = host.call("create", timeout_s=hostile.CREATE_BOUND_S, options=chaos.box_options(),
@@ -87,5 +78,6 @@ def test_force_remove_while_starting_ends_the_box(chaos):
     chaos.judge(*(hostile.specialize(v, "force_remove_while_starting") for v in (
         hostile.answered_cleanly("remove", removed),
         hostile.judge_processes_gone(chaos.ledger, before))))
+    end_judged_vm(chaos, host.home, box, tree, "case_processes_gone after the force-remove")
     _, started = hostile.answer_of(host, lambda: host.result(fut, 60), 60)
     chaos.note(start_after_force_remove=started)

@@ -27,7 +27,7 @@ from harness.soak import (
     socket_dir,
     status_as_modelled,
 )
-from harness.steps import START_BOUND_S, create_box, start_with_fault
+from harness.steps import START_BOUND_S, create_box, end_judged_vm, start_with_fault
 from harness.wait import poll_until
 
 pytestmark = pytest.mark.tier("init")
@@ -69,13 +69,14 @@ def test_stop_after_init_failure_keeps_the_failed_record(chaos, where):
 
 def test_force_remove_while_starting_ends_the_vm(chaos):
     """After remove(force=True) returns, the box's processes are gone within the watchdog
-    bound, as for any box that no longer runs."""
+    bound, as for any box that no longer runs. Once judged, the harness kills the shim it
+    recorded, so the start answers without the VM spinning until it fails on its own."""
     host = chaos.host(RUNNER)
     box = create_box(chaos, host, name="force-removed")
     fut = host.send("start", box_id=box)
     # Past this point the box's processes are the VM itself (removed earlier, a shim still
     # loading from the deleted box folder usually dies of it: a race, not this bug).
-    wait_for_vcpus(host.home, box, timeout_s=60)
+    tree = wait_for_vcpus(host.home, box, timeout_s=60)
     host.call("remove", timeout_s=60, box_id=box, force=True)
     removed = time.monotonic()
     poll_until(lambda: not box_processes(os.getpid()).get(box), WATCHDOG_BOUND_S,
@@ -86,13 +87,14 @@ def test_force_remove_while_starting_ends_the_vm(chaos):
           "age_s": round(time.monotonic() - removed, 2), "may_run": False}],
         {box: procs} if procs else {}, WATCHDOG_BOUND_S,
         check_id="processes_follow_boxes[force_removed]"))
+    lived_s = round(time.monotonic() - removed, 2) if procs else None
+    end_judged_vm(chaos, host.home, box, tree, "processes_follow_boxes[force_removed]")
     try:
         host.result(fut, START_BOUND_S)
         outcome = "ok"
     except RuntimeOpError as exc:
         outcome = exc.message
-    chaos.note(start_outcome=outcome, vm_lived_after_remove_s=round(
-        time.monotonic() - removed, 2) if procs else None)
+    chaos.note(start_outcome=outcome, vm_alive_after_remove_s=lived_s)
 
 
 def test_force_remove_before_the_shim_spawns_leaves_nothing(chaos):
