@@ -1,7 +1,9 @@
-"""`boxlite-chaos`: doctor | gate | ripout | conformance | repro | report | bench-*.
+"""`boxlite-chaos`: doctor | gate | ripout | conformance | repro | report | sweep | bench-*.
 
 Bad input (an unknown runtime version, a missing /dev/kvm, an unknown scenario) is reported in
-one line naming the problem, with a non-zero exit; never a traceback.
+one line naming the problem, with a non-zero exit; never a traceback. Every job first sweeps
+what dead runs left (harness.sweep), and stops in order on SIGTERM/SIGINT/SIGHUP with exit
+130, or at once on a second signal with exit 131 (harness.interrupt).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import seeds
+from harness import interrupt, seeds, sweep
 from harness.errors import HarnessError, ScenarioError, SetupError, UsageError
 from harness.runtime.spec import DEFAULT_SPEC, RuntimeSpec
 
@@ -87,6 +89,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
           f"{' (exploring)' if args.explore else ''}, report {report}", flush=True)
     rc = pytest.main(argv)
     print(f"report: {report / 'report.html'}")
+    if interrupt.STOP.requested:
+        return interrupt.EXIT_INTERRUPTED
     findings = report / seeds.FINDINGS
     if findings.is_file():
         n = len(findings.read_text().splitlines())
@@ -147,11 +151,34 @@ def build_parser() -> argparse.ArgumentParser:
     ripout.add_parser(sub)
     bench_ledger.add_parser(sub)
     shutdown.add_parser(sub)
+    sweep.add_parser(sub)
     return p
+
+
+# Commands that start nothing: no sweep before them, no stop handling around them.
+PASSIVE = ("report", "sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd in PASSIVE:
+        return _run(args)
+    sweep.claim_run()
+    sweep.sweep_at_start()
+    try:
+        with interrupt.job():
+            rc = _run(args)
+    except KeyboardInterrupt:
+        rc = interrupt.EXIT_INTERRUPTED
+    if interrupt.STOP.requested:
+        print(f"boxlite-chaos {args.cmd}: interrupted by {interrupt.STOP.describe()}; "
+              f"stopped {interrupt.STOP.elapsed():.1f} s after the signal, exit "
+              f"{interrupt.EXIT_INTERRUPTED}", file=sys.stderr, flush=True)
+        return interrupt.EXIT_INTERRUPTED
+    return rc
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.fn(args)
     except HarnessError as exc:

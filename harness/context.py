@@ -3,20 +3,24 @@
 `Chaos` is what the `chaos` fixture hands a scenario. Scenarios arrange steps on it and call
 `chaos.judge(...)` with check verdicts; `conclude()` ends the scenario (heals faults, ends
 hosts, waits out the shim watchdog, judges processes) and turns the verdicts into outcomes.
+Its runtime homes live under /tmp with an owner marker (harness.sweep) and go at its end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import checks
+from harness import checks, sweep
 from harness.errors import HarnessError
 from harness.faults.base import Fault, FaultSet
 from harness.history import History, read_history
@@ -38,6 +42,72 @@ ZOMBIE_SETTLE_S = 15.0
 # within about 8 s. Processes may outlive their host by at most this much.
 WATCHDOG_BOUND_S = 10.0
 RUNTIME_KINDS = ("shim", "vm", "bwrap", "host")
+# Free space a scenario needs where its homes go (sweep.tmp_root(), /tmp) before it starts:
+# a home holds 107-113 MiB once a box was created (disk images, the guest rootfs), and a
+# scenario that restarts or adds a host may hold two.
+HOMES_FREE_MIB = 256
+
+
+class DiskFull(HarnessError):
+    """No space left where the run writes; the message names the path."""
+
+
+def disk_full(path: Path, exc: OSError | None = None) -> DiskFull:
+    where = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    why = f" ({exc.strerror or exc})" if exc is not None else ""
+    return DiskFull(f"no space left to write {path}{why}; {free} on its filesystem")
+
+
+def require_space(parent: Path, mib: int, what: str) -> None:
+    """Fail clearly, naming `parent`, when its filesystem has less than `mib` MiB free."""
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError as exc:
+        raise disk_full(parent, exc) from exc
+    if free < mib * 2**20:
+        raise DiskFull(f"{parent} has {free / 2**20:.0f} MiB free; {what} need about {mib} MiB "
+                       "(`boxlite-chaos sweep` removes what dead runs left)")
+
+
+def keep_whole_lines(path: Path) -> None:
+    """Cut a JSON-lines file back to its last complete line (a write the disk refused half
+    way must not leave a torn line behind)."""
+    try:
+        with open(path, "r+b") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            pos = size
+            while pos > 0:
+                step = min(65536, pos)
+                fh.seek(pos - step)
+                chunk = fh.read(step)
+                nl = chunk.rfind(b"\n")
+                if nl != -1:
+                    keep = pos - step + nl + 1
+                    if keep != size:
+                        fh.truncate(keep)
+                    return
+                pos -= step
+            fh.truncate(0)
+    except OSError:
+        pass
+
+
+class GuardedHistory(History):
+    """A history that stays readable when its disk fills: a refused write is cut back to the
+    last whole line and raises DiskFull naming the file."""
+
+    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
+        try:
+            return super().append(kind, **fields)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            keep_whole_lines(self.path)
+            raise disk_full(self.path, exc) from exc
 
 
 class ScenarioFailed(AssertionError):
@@ -76,26 +146,39 @@ class Chaos:
         # left by the previous run would change what the runtime sees.
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.history = History(self.workdir / "history.jsonl", {
+        self.history = GuardedHistory(self.workdir / "history.jsonl", {
             "scenario": self.node_id, "runtime": self.env.spec.text,
             "runtime_version": self.env.version, "image": self.image.digest})
         self.ledger = ProcessLedger(on_sample=self._on_sample)
         # Homes live under a short temporary folder (a unix socket path inside a home must
-        # fit in 108 bytes on 0.9.x); the scenario folder links to it.
-        self.homes_root = Path(tempfile.mkdtemp(prefix="bxc-", dir="/tmp"))
+        # fit in 108 bytes on 0.9.x); the scenario folder links to it. Its marker lets a
+        # sweep remove it should this process die before its teardown.
+        parent = sweep.tmp_root()
+        require_space(parent, HOMES_FREE_MIB, "a scenario's runtime homes")
+        try:
+            self.homes_root = Path(tempfile.mkdtemp(prefix="bxc-", dir=parent))
+            sweep.mark(self.homes_root, "homes", scenario=self.node_id,
+                       workdir=str(self.workdir))
+        except OSError as exc:
+            raise disk_full(parent, exc) from exc
         (self.workdir / "homes").symlink_to(self.homes_root)
         self.history.append("meta", event="homes", path=str(self.homes_root))
         self.factory = HostFactory(self.env, self.workdir, self.history, self.homes_root)
         self.faults = FaultSet(self.history)
         self._last_count = -1
+        self._ended = False             # hosts ended, leftovers killed (conclude or teardown)
         self.ledger.start()
 
     def _on_sample(self, s) -> None:
         # Only changes go to the history, so it stays readable; zombies always do.
         if s.count != self._last_count or s.zombies:
             self._last_count = s.count
-            self.history.append("observe", what="processes", count=s.count, kinds=s.by_name,
-                                zombies=s.zombies)
+            try:
+                self.history.append("observe", what="processes", count=s.count,
+                                    kinds=s.by_name, zombies=s.zombies)
+            except DiskFull as exc:
+                # The sampler keeps sampling (the checks read its samples, not the history).
+                self.ledger.errors.append(str(exc))
 
     # -- arranging ------------------------------------------------------------------------
     def host(self, flavour: Flavour = BARE, home: Path | None = None) -> RuntimeHost:
@@ -163,6 +246,7 @@ class Chaos:
             checks.nothing_left_running(leftovers, observed),
         )
         self.teardown_report["killed"] = self.ledger.kill_leftovers()
+        self._ended = True
         self.write_summary()
         raise_if_failing(self.judgements)
         return self.judgements
@@ -196,42 +280,41 @@ class Chaos:
                 "judgements": [j.to_json() for j in self.judgements]}
 
     def safety_teardown(self) -> None:
-        """Whatever happened, leave nothing running: heal, kill hosts, kill leftovers."""
+        """Whatever happened, leave nothing running: heal, kill hosts, kill leftovers. Also
+        after a conclusion cut short (an interrupted run)."""
         self.faults.heal_all()
         self.factory.close_all()
-        if not self.concluded:
+        if not self._ended:
             self.ledger.stop()
             self.teardown_report["killed"] = self.ledger.kill_leftovers()
+            self._ended = True
             self.write_summary()
         self.history.close()
         # The homes go with the scenario; what a failure needs was copied to artifacts/.
         (self.workdir / "homes").unlink(missing_ok=True)
         shutil.rmtree(self.homes_root, ignore_errors=True)
+        sweep.release(self.homes_root)
 
     def write_summary(self) -> None:
-        (self.workdir / "verdicts.json").write_text(json.dumps({
-            "scenario": self.node_id, "runtime": self.env.spec.text,
-            "runtime_version": self.env.version,
-            "judgements": [j.to_json() for j in self.judgements],
-            "processes": [r.to_json() for r in self.ledger.records.values()],
-            "samples": [{"t": s.t, "count": s.count, "zombies": len(s.zombies),
-                         "kinds": s.by_name} for s in self.ledger.samples],
-            "teardown": self.teardown_report,
-        }, indent=1, default=str))
+        path = self.workdir / "verdicts.json"
+        try:
+            path.write_text(json.dumps({
+                "scenario": self.node_id, "runtime": self.env.spec.text,
+                "runtime_version": self.env.version,
+                "judgements": [j.to_json() for j in self.judgements],
+                "processes": [r.to_json() for r in self.ledger.records.values()],
+                "samples": [{"t": s.t, "count": s.count, "zombies": len(s.zombies),
+                             "kinds": s.by_name} for s in self.ledger.samples],
+                "teardown": self.teardown_report,
+            }, indent=1, default=str))
+        except OSError as exc:
+            # The teardown goes on (the homes must still go); the history holds the verdicts.
+            print(f"boxlite-chaos: error: {disk_full(path, exc)}", file=sys.stderr, flush=True)
 
     def keep_artifacts(self) -> Path:
         """Copy what a person needs to diagnose a failure into the scenario's folder."""
         dest = self.workdir / "artifacts"
-        dest.mkdir(exist_ok=True)
-        for i, home in enumerate(sorted({h.home for h in self.factory.hosts})):
-            out = dest / f"home{i + 1}"
-            out.mkdir(exist_ok=True)
-            for src in [*home.glob("logs/*"), *home.glob("boxes/*/shim.stderr"),
-                        *home.glob("boxes/*/logs/*"), *home.glob("db/boxlite.db*")]:
-                rel = src.relative_to(home)
-                (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    shutil.copy2(src, out / rel)
-                except OSError:
-                    pass
+        errors = sweep.copy_home_artifacts({h.home for h in self.factory.hosts}, dest)
+        if errors:
+            self.teardown_report["artifact_errors"] = errors[:10]
         return dest

@@ -11,9 +11,11 @@ Fixture chain (session → function):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from harness import schedule, seeds
+from harness import schedule, seeds, stopping
 from harness.context import Chaos, ScenarioFailed
 from harness.doctor import DoctorReport, check_kvm, run_doctor
 from harness.errors import HarnessError
@@ -30,6 +32,9 @@ from harness.image import busybox_image
 from harness.known import load_table
 from harness.observe.processes import become_subreaper
 from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime, ready_runtime
+
+# Orderly stops, dead workers and what a run leaves are a plugin of their own.
+pytest_plugins = ("harness.stopping",)
 
 # The scenario's world (a Chaos, or a conformance TargetScenario): anything with `history`,
 # `ready`, `conclude()`, `result(outcome, duration_s)` and `keep_artifacts()`.
@@ -248,20 +253,24 @@ def chaos(request: pytest.FixtureRequest, runtime_env, busybox, known_failures,
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """After the scenario's steps, conclude it: its verdicts decide the test's outcome."""
+    """After the scenario's steps, conclude it: its verdicts decide the test's outcome. From
+    the steps' start to the conclusion's end, a stop interrupts the scenario."""
     t0 = time.monotonic()
-    try:
-        result = yield
-    finally:
-        ctx = item.stash.get(world_key, None)
-        if ctx is not None:
-            ctx.history.append("meta", event="call_done", wall_s=round(time.monotonic() - t0, 3))
-    failed = None
-    if ctx is not None and ctx.ready:
+    with stopping.scenario_steps():
         try:
-            ctx.conclude()
-        except ScenarioFailed as exc:
-            failed = str(exc)
+            result = yield
+        finally:
+            ctx = item.stash.get(world_key, None)
+            if ctx is not None:
+                with contextlib.suppress(HarnessError):         # a full disk: said later
+                    ctx.history.append("meta", event="call_done",
+                                       wall_s=round(time.monotonic() - t0, 3))
+        failed = None
+        if ctx is not None and ctx.ready:
+            try:
+                ctx.conclude()
+            except ScenarioFailed as exc:
+                failed = str(exc)
     if failed:
         pytest.fail(failed, pytrace=False)
     return result
@@ -274,10 +283,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if ctx is not None and ctx.ready and rep.when == "call":
         if rep.failed:
             ctx.keep_artifacts()
-        ctx.history.append("meta", event="outcome", outcome=rep.outcome,
-                           duration_s=round(rep.duration, 3))
-        with open(item.config.stash[report_key] / "results.jsonl", "a") as fh:
-            fh.write(json.dumps(ctx.result(rep.outcome, rep.duration), default=str) + "\n")
+        line = stopping.result_line(ctx.result(rep.outcome, rep.duration), call,
+                                    rep.duration, ctx.history)
+        try:
+            ctx.history.append("meta", event="outcome", outcome=line["outcome"],
+                               duration_s=round(rep.duration, 3))
+        except HarnessError as exc:
+            print(f"\nboxlite-chaos: error: {exc}", file=sys.stderr, flush=True)
+        stopping.append_result(item.config.stash[report_key], line)
     return rep
 
 
@@ -307,6 +320,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _record_own_cpu(session.config.stash[report_key])
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    stopping.before_report(session)
     measured = dict(_durations)
     _durations.clear()
     if measured and session.config.getoption("--chaos-record-durations"):
@@ -316,8 +330,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             print(f"boxlite-chaos: durations not recorded: {exc}")
     path = session.config.stash[report_key]
     if (path / "results.jsonl").is_file():
-        from harness.report.build import build_report
-        try:
-            build_report(path)
-        except Exception as exc:  # noqa: BLE001 - a broken report must not hide the verdicts
-            print(f"boxlite-chaos: report could not be built: {exc!r}")
+        stopping.write_report(path)

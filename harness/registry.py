@@ -18,6 +18,7 @@ import psutil
 
 from harness.errors import SetupError
 from harness.image import BusyboxImage
+from harness.sweep import mark, release
 from harness.wait import wait_for
 
 GUEST_BASE = "library/debian:bookworm-slim"
@@ -46,6 +47,9 @@ class LocalRegistry:
                 raise SetupError(f"local registry: {tool} is not installed "
                                  "(apt-get install docker-registry skopeo)")
         self.root.mkdir(parents=True, exist_ok=True)
+        # Should this process die, a sweep stops the registry (it never notices by itself);
+        # its storage stays with the report.
+        mark(self.root, "registry", remove=())
         self.port = free_port()
         config = self.root / "config.yml"
         config.write_text(
@@ -94,6 +98,7 @@ class LocalRegistry:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        release(self.root)
 
 
 def needs_registry(version: str) -> bool:

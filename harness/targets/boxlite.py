@@ -30,6 +30,7 @@ from harness.runtime.host import RUNNER, HostFactory, RuntimeHost, RuntimeOpErro
 from harness.runtime.spec import RuntimeEnv
 from harness.shutdown import arrange, failed_box_options
 from harness.steps import START_BOUND_S
+from harness.sweep import mark
 from harness.targets.base import (
     HELPERS_GONE_S,
     Cleanup,
@@ -63,6 +64,9 @@ class BoxliteTarget(Target):
         # Releases before 0.10 bind the box's sockets inside its home: keep the home short
         # enough for them (in /tmp if need be; moved into the scenario's folder at close).
         self.root = short_root(workdir, LONGEST_SOCKET, prefix="chaos-boxlite")
+        if self.root.parent == Path("/tmp"):
+            # Outside the report: a sweep removes it should this process die before close().
+            mark(self.root, "boxlite-target", workdir=str(workdir))
         self.factory = HostFactory(env, self.root, history)
         self.guests_boot = guests_boot
         self.flavour = RUNNER

@@ -38,6 +38,7 @@ from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import KillShim, Proc
 from harness.history import History
 from harness.image import BUSYBOX, _layer_tar
+from harness.sweep import mark, release
 from harness.targets.base import (
     STOP_BOUND_S,
     Cleanup,
@@ -385,6 +386,11 @@ class DockerTarget(Target):
         super().__init__()
         self.root = root
         self.daemon = DockerDaemon(root, log_ops=OpLog(history))
+        # Should this process die, a sweep stops the daemon and what it started, undoes its
+        # mounts and cgroups, and removes its state (all of a /tmp folder; data and exec of
+        # one kept with the report, as close() does).
+        mark(root, "dockerd", remove=(".",) if root.parent == Path("/tmp") else ("data", "exec"),
+             cgroups=[str(d) for d in cgroup_dirs(self.daemon.cgroup_parent)])
         self.api: docker.APIClient | None = None    # type: ignore[assignment]
         self.image = ""
         self._version = "?"
@@ -627,6 +633,7 @@ class DockerTarget(Target):
             # The image and container layers are the bulk; the log and config stay.
             for sub in (self.daemon.data, self.daemon.exec_root):
                 shutil.rmtree(sub, ignore_errors=True)
+            release(self.root)
         return Cleanup(len(self.family_seen), left_by_daemon, procs_left, mounts_left, notes)
 
 
