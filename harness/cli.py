@@ -2,8 +2,8 @@
 
 Bad input (an unknown runtime version, a missing /dev/kvm, an unknown scenario) is reported in
 one line naming the problem, with a non-zero exit; never a traceback. Every job first sweeps
-what dead runs left (harness.sweep), and stops in order on SIGTERM/SIGINT/SIGHUP with exit
-130, or at once on a second signal with exit 131 (harness.interrupt).
+what dead runs left (harness.leftovers.sweep), and stops in order on SIGTERM/SIGINT/SIGHUP with exit
+130, or at once on a second signal with exit 131 (harness.session.interrupt).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import interrupt, seeds, sweep
-from harness.errors import HarnessError, ScenarioError, SetupError, UsageError
+from harness.common.errors import HarnessError, ScenarioError, SetupError, UsageError
+from harness.common.paths import PROJECT
+from harness.leftovers import sweep
 from harness.runtime.spec import DEFAULT_SPEC, RuntimeSpec
+from harness.session import interrupt, seeds
 
-PROJECT = Path(__file__).resolve().parent.parent
 SCENARIOS = PROJECT / "scenarios"
 
 
@@ -44,7 +45,7 @@ def resolve_scenarios(names: list[str]) -> list[str]:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from harness.doctor import run_doctor
+    from harness.session.doctor import run_doctor
     report = run_doctor(args.runtime, boot=not args.no_boot, refresh=args.refresh)
     print(report.render())
     return 0 if report.tiers.get("init") is None else 1
@@ -53,7 +54,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     import pytest
 
-    from harness.doctor import check_kvm
+    from harness.session.doctor import check_kvm
     RuntimeSpec.parse(args.runtime)         # a malformed spec fails before anything starts
     targets = resolve_scenarios(args.scenario) if args.scenario else [str(SCENARIOS)]
     if args.repeat < 1:
@@ -75,7 +76,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.explore:
         os.environ[seeds.EXPLORE_ENV] = "1"
     if args.repeat > 1:
-        from harness.flakes import repeat_gate
+        from harness.jobs.repeat.flakes import repeat_gate
         return repeat_gate(args, report, seed)
     os.environ["BOXLITE_CHAOS_REPORT"] = str(report)
     argv = [*targets, "--runtime", args.runtime, "--chaos-report", str(report),
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--refresh", action="store_true", help="ignore the cached boot result")
     d.set_defaults(fn=cmd_doctor)
 
-    from harness.bench_gate import worker_count
+    from harness.jobs.bench.gate import worker_count
     g = sub.add_parser("gate", help="run the scenarios against a runtime and write a report")
     g.add_argument("--runtime", default=DEFAULT_SPEC)
     g.add_argument("--report", help="report folder (default: reports/gate-<time>)")
@@ -142,15 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run")
     r.set_defaults(fn=cmd_report)
 
-    from harness import bench_gate, bench_ledger, repro, ripout, shutdown, soak
-    from harness.targets import conformance
+    from harness.jobs.bench import gate as bench_gate
+    from harness.jobs.bench import ledger as bench_ledger
+    from harness.jobs.bench import shutdown as bench_shutdown
+    from harness.jobs.conformance import matrix as conformance
+    from harness.jobs.repro import replay as repro
+    from harness.jobs.ripout import entries as ripout
+    from harness.jobs.soak import cli as soak
     bench_gate.add_parser(sub)
     soak.add_parser(sub)
     conformance.add_parser(sub)
     repro.add_parser(sub)
     ripout.add_parser(sub)
     bench_ledger.add_parser(sub)
-    shutdown.add_parser(sub)
+    bench_shutdown.add_parser(sub)
     sweep.add_parser(sub)
     return p
 

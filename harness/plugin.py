@@ -23,18 +23,23 @@ from typing import Any
 
 import pytest
 
-from harness import schedule, seeds, stopping
-from harness.context import Chaos, ScenarioFailed
-from harness.doctor import DoctorReport, check_kvm, run_doctor
-from harness.errors import HarnessError
-from harness.facts import machine_facts
-from harness.image import busybox_image
-from harness.known import load_table
+from harness.common.errors import HarnessError
+from harness.judge.known import load_table
 from harness.observe.processes import become_subreaper
+from harness.runtime.image import busybox_image
 from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime, ready_runtime
+from harness.scenario.context import Chaos, ScenarioFailed
+from harness.session import schedule, seeds, stopping
+from harness.session.doctor import DoctorReport, check_kvm, run_doctor
+from harness.session.facts import machine_facts
 
-# Orderly stops, dead workers and what a run leaves are a plugin of their own.
-pytest_plugins = ("harness.stopping",)
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Orderly stops, dead workers and what a run leaves are a plugin of their own. It is
+    registered as the module this plugin already imported: naming it in `pytest_plugins`
+    made pytest warn, on every gate, that it could not rewrite a module already imported."""
+    if not pluginmanager.is_registered(stopping):
+        pluginmanager.register(stopping, "boxlite_chaos_stopping")
 
 # The scenario's world (a Chaos, or a conformance TargetScenario): anything with `history`,
 # `ready`, `conclude()`, `result(outcome, duration_s)` and `keep_artifacts()`.
@@ -118,7 +123,7 @@ def pytest_configure_node(node: Any) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On an xdist worker: longest first, dealt into the runs worksteal sends (see
-    harness.schedule). Serial runs keep collection order."""
+    harness.session.schedule). Serial runs keep collection order."""
     winput = getattr(config, "workerinput", None)
     if not winput or ESTIMATES not in winput:
         return          # serial, another xdist mode, or --chaos-order collection
@@ -219,7 +224,7 @@ def flavour_overrides(items: list[str]) -> dict[str, object]:
 @pytest.fixture(scope="session")
 def guest_registry(runtime_env, busybox, report_dir: Path):
     """A loopback registry serving the guest base image, for releases that pull it."""
-    from harness.registry import LocalRegistry, needs_registry
+    from harness.runtime.registry import LocalRegistry, needs_registry
     if not needs_registry(runtime_env.version):
         yield None
         return

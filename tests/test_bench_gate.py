@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from harness.bench_gate import WINDOW_OPS, op_intervals, scenario_figures, union_length
 from harness.cli import build_parser
+from harness.jobs.bench.gate import WINDOW_OPS, op_intervals, scenario_figures, union_length
 
 
 def test_union_of_overlapping_operations_counts_once():
@@ -32,7 +32,7 @@ def test_op_intervals_pairs_invokes_with_replies_per_host_and_request():
 
 
 def test_docker_operations_and_observation_windows_are_not_overhead(tmp_path):
-    from harness.history import History
+    from harness.observe.history import History
     work = tmp_path / "s"
     h = History(work / "history.jsonl", {"scenario": "s"})
     events = [("invoke", {"host": "dockerd", "op": "dockerd_start", "req": 1}),
@@ -84,7 +84,7 @@ def test_bench_gate_takes_positive_worker_counts(argv, workers):
 # -- core-seconds per scenario and per family --------------------------------------------------
 
 def test_a_scenarios_family_is_its_test_function_and_a_hostile_shards_its_family():
-    from harness.bench_gate import HOSTILE_TEST, family_of
+    from harness.jobs.bench.gate import HOSTILE_TEST, family_of
     assert family_of(f"{HOSTILE_TEST}[process-working_dir]") == f"{HOSTILE_TEST}[process]"
     assert family_of(f"{HOSTILE_TEST}[names-path_like]") == f"{HOSTILE_TEST}[names]"
     assert family_of("scenarios/init/test_guest_hang.py::test_x[exit]") == \
@@ -101,8 +101,8 @@ def _burner(seconds: float):
 
 
 def _burnt(pid: int, seconds: float) -> None:
-    from harness.bench_gate import proc_cpu_s
-    from harness.wait import wait_for
+    from harness.common.wait import wait_for
+    from harness.jobs.bench.gate import proc_cpu_s
     wait_for(lambda: (proc_cpu_s(pid) or 0) >= seconds, 30, "the child to burn its CPU", 0.05)
 
 
@@ -110,7 +110,7 @@ def test_the_plugin_writes_one_line_per_test_with_its_tree_cpu(tmp_path, monkeyp
     import resource
     from types import SimpleNamespace
 
-    from harness import bench_gate
+    from harness.jobs.bench import gate as bench_gate
     item = SimpleNamespace(nodeid="scenarios/a.py::test_y")
     monkeypatch.delenv(bench_gate.CPU_ENV, raising=False)
     hook = bench_gate.pytest_runtest_protocol(item, None)
@@ -146,7 +146,7 @@ def test_the_plugin_writes_one_line_per_test_with_its_tree_cpu(tmp_path, monkeyp
 
 
 def test_tree_cpu_counts_only_what_a_process_spent_during_the_test():
-    from harness.bench_gate import TreeCpu
+    from harness.jobs.bench.gate import TreeCpu
     child = _burner(0.4)
     try:
         _burnt(child.pid, 0.4)
@@ -158,7 +158,7 @@ def test_tree_cpu_counts_only_what_a_process_spent_during_the_test():
 
 
 def test_scenario_cpu_lines_add_up_per_family_and_a_torn_line_is_skipped(tmp_path):
-    from harness.bench_gate import (
+    from harness.jobs.bench.gate import (
         CPU_FILE,
         HOSTILE_TEST,
         by_family,
@@ -188,7 +188,7 @@ def test_scenario_cpu_lines_add_up_per_family_and_a_torn_line_is_skipped(tmp_pat
 
 
 def test_the_cpu_floor_comes_from_busy_time_on_a_quiet_machine_and_from_scenarios_else():
-    from harness.bench_gate import cpu_lines
+    from harness.jobs.bench.gate import cpu_lines
     run = {"wall_s": 100.0, "machine_busy_s": 190.0, "harness_cpu_s": 40.0, "gate_cpu_s": 90.0}
     quiet = "\n".join(cpu_lines("parallel", run, 2, 40.0, 0.1, scenario_core_s=120.0))
     assert "the gate's core-seconds: 180.0 (machine busy less the load before" in quiet

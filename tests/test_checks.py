@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness import checks
-from harness.checks import CHECKS, HOLDS, UNKNOWN, VIOLATED, Verdict, classify_reason
 from harness.faults.base import Fault, FaultSet
-from harness.history import History, read_history
+from harness.judge import checks
+from harness.judge.checks import CHECKS, HOLDS, UNKNOWN, VIOLATED, Verdict, classify_reason
+from harness.observe.history import History, read_history
 from harness.observe.logs import EVIDENCE_FIELDS
 from harness.observe.logs import timeout_evidence as parse_evidence
 from harness.observe.processes import ProcRecord

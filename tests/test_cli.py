@@ -150,7 +150,7 @@ def test_gate_refuses_a_worker_count_that_cannot_run_it(tmp_path, n):
 def test_the_repeat_runs_the_same_gate_with_the_same_seed(tmp_path):
     from argparse import Namespace
 
-    from harness.flakes import gate_argv
+    from harness.jobs.repeat.flakes import gate_argv
     args = Namespace(runtime="boxlite==0.10.8", workers="3", scenario=["guest_hang"], k="x")
     argv = gate_argv(args, tmp_path / "run-2", 42)
     assert argv[argv.index("--seed") + 1] == "42"

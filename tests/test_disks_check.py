@@ -1,6 +1,6 @@
 # ---- for tests/test_checks.py ----
-from harness import checks
-from harness.checks import HOLDS, UNKNOWN, VIOLATED
+from harness.judge import checks
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
 from harness.observe.records import RecordRead
 
 

@@ -1,6 +1,6 @@
 """The machine facts each run folder records."""
 
-from harness.facts import (
+from harness.session.facts import (
     kvm_provider,
     machine_facts,
     own_cgroup,
@@ -35,7 +35,7 @@ def test_machine_facts_carry_the_runtime_identity():
 
 
 def test_the_harness_commit_is_read_from_its_checkout(tmp_path):
-    from harness.facts import harness_commit
+    from harness.session.facts import harness_commit
     assert harness_commit(tmp_path) is None              # not a checkout
     commit = harness_commit()
     assert commit is None or len(commit.removesuffix("-dirty")) >= 7

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HistoryError
-from harness.history import History, read_history
+from harness.common.errors import HistoryError
+from harness.observe.history import History, read_history
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -118,7 +118,7 @@ def test_a_line_that_is_not_utf8_is_named(tmp_path):
 WRITER = """
 import os, sys, time
 from pathlib import Path
-from harness.history import History
+from harness.observe.history import History
 h = History(Path(sys.argv[1]), {"scenario": "killed"})
 for i in range(200):
     h.append("observe", i=i, pad="x" * 100)

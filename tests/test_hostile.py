@@ -25,12 +25,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import UnsatisfiedAssumption
 
-from harness import hostile, seeds
-from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
-from harness.errors import HarnessError, SetupError
-from harness.image import write_layout
-from harness.known import KnownFailure
+from harness.common.errors import HarnessError, SetupError
+from harness.jobs.hostile import attempt, layouts, shards, strategies, workspace
+from harness.jobs.hostile import checks as case_checks
+from harness.jobs.hostile import runner as hostile_runner
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
+from harness.judge.known import KnownFailure
 from harness.observe.records import store_path
+from harness.runtime.image import write_layout
+from harness.session import seeds
 
 FAST = settings(max_examples=15, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
@@ -38,30 +41,30 @@ FAST = settings(max_examples=15, deadline=None, database=None,
 
 # -- strategies: each kind generates its hazard -----------------------------------------------
 
-def env_values(case: hostile.HostileCase) -> list[str]:
+def env_values(case: strategies.HostileCase) -> list[str]:
     return [v for _, v in case.options.get("env", [])]
 
 
-def one(case: hostile.HostileCase, key: str) -> list:
+def one(case: strategies.HostileCase, key: str) -> list:
     return case.options[key]
 
 
-CLAIMS: dict[str, Callable[[hostile.HostileCase], bool]] = {
+CLAIMS: dict[str, Callable[[strategies.HostileCase], bool]] = {
     "name.unicode": lambda c: bool(c.name) and "\x00" not in c.name,
     "name.nul": lambda c: "\x00" in c.name,
     "name.long": lambda c: len(c.name) >= 256,
     "name.path_like": lambda c: any(ch in c.name for ch in "/\\~.") or c.name in (".", ".."),
     "name.empty": lambda c: c.name == "",
-    "name.duplicate": lambda c: bool(c.name) and c.holder == hostile.HOLDER_SAME_NAME,
-    "name.other_box_id": lambda c: c.name == hostile.HOLDER_ID
-    and c.holder == hostile.HOLDER_ID_AS_NAME,
+    "name.duplicate": lambda c: bool(c.name) and c.holder == strategies.HOLDER_SAME_NAME,
+    "name.other_box_id": lambda c: c.name == strategies.HOLDER_ID
+    and c.holder == strategies.HOLDER_ID_AS_NAME,
     "env.huge_value": lambda c: len(env_values(c)[0]) >= 65_536,
     "env.many": lambda c: len(one(c, "env")) >= 500,
     "env.key_equals": lambda c: "=" in one(c, "env")[0][0],
     "env.key_empty": lambda c: one(c, "env")[0][0] == "",
     "env.nul": lambda c: "\x00" in "".join(one(c, "env")[0]),
     "env.unicode": lambda c: bool(one(c, "env")[0][0]),
-    "env.value_cut_char": lambda c: hostile.cuts_a_char(env_values(c)[0]),
+    "env.value_cut_char": lambda c: strategies.cuts_a_char(env_values(c)[0]),
     "env.duplicate_key": lambda c: len({k for k, _ in one(c, "env")}) == 1 == len(
         one(c, "env")) - 1,
     "working_dir.relative": lambda c: not one(c, "working_dir").startswith("/"),
@@ -118,17 +121,17 @@ for _w in ("entrypoint", "cmd"):
         f"{_w}.many_args": lambda c, w=_w: len(one(c, w)) > 1000,
     })
 CLAIMS.update({f"image.{v}": (lambda c, v=v: one(c, "rootfs_path").startswith(f"@image/{v}/"))
-               for v in hostile.IMAGE_VARIANTS})
+               for v in strategies.IMAGE_VARIANTS})
 
-ALL_KINDS = [(f, k) for f in hostile.FAMILIES for k in hostile.kinds(f)]
+ALL_KINDS = [(f, k) for f in strategies.FAMILIES for k in strategies.kinds(f)]
 
 
 def test_every_kind_has_a_claim_and_a_canonical_example():
     assert {k for _, k in ALL_KINDS} == set(CLAIMS)
-    for family in hostile.FAMILIES:
-        canon = hostile.canonical(family)
+    for family in strategies.FAMILIES:
+        canon = shards.canonical(family)
         assert [c.kind for c in canon] == list(dict.fromkeys(c.kind for c in canon))
-        assert {c.kind for c in canon} == set(hostile.kinds(family)), family
+        assert {c.kind for c in canon} == set(strategies.kinds(family)), family
         for c in canon:
             assert c.origin == "canonical" and c.family == family
             assert CLAIMS[c.kind](c), c
@@ -137,13 +140,13 @@ def test_every_kind_has_a_claim_and_a_canonical_example():
 @pytest.mark.parametrize("family, kind", ALL_KINDS)
 def test_a_kind_generates_its_hazard(family, kind):
     @FAST
-    @given(case=hostile.kinds(family)[kind])
+    @given(case=strategies.kinds(family)[kind])
     def claim(case):
         assert (case.family, case.kind, case.origin) == (family, kind, "generated")
         assert CLAIMS[kind](case), case
         json.dumps(case.to_json())      # the history and the database can hold it
         if kind != "env.value_cut_char":
-            assert not any(hostile.cuts_a_char(v) for v in env_values(case)), case
+            assert not any(strategies.cuts_a_char(v) for v in env_values(case)), case
     claim()
 
 
@@ -152,7 +155,7 @@ def test_the_family_strategy_draws_several_kinds():
 
     @settings(max_examples=60, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(case=hostile.cases("process"))
+    @given(case=strategies.cases("process"))
     def draw(case):
         seen.add(case.kind)
     draw()
@@ -160,9 +163,9 @@ def test_the_family_strategy_draws_several_kinds():
 
 
 def test_faker_values_replay_from_their_seed():
-    a = hostile.fake_value("city", "ja_JP", 42)
-    assert a == hostile.fake_value("city", "ja_JP", 42)
-    assert a != hostile.fake_value("city", "ja_JP", 43) or a
+    a = strategies.fake_value("city", "ja_JP", 42)
+    assert a == strategies.fake_value("city", "ja_JP", 42)
+    assert a != strategies.fake_value("city", "ja_JP", 43) or a
 
 
 @pytest.mark.parametrize("value, cuts", [
@@ -170,15 +173,15 @@ def test_faker_values_replay_from_their_seed():
     ("aaaéaaaa", True), ("aaaaaaaaaaé", False), ("aaaaaaaaéaaa", True), ("aaaaéaa", False),
     ("plain ascii value", False)])
 def test_cuts_a_char_follows_the_measured_rule(value, cuts):
-    assert hostile.cuts_a_char(value) is cuts
-    assert not hostile.cuts_a_char(hostile.framed(value))
+    assert strategies.cuts_a_char(value) is cuts
+    assert not strategies.cuts_a_char(strategies.framed(value))
 
 
 def test_a_case_prints_short_and_replays_by_key():
-    case = hostile.canonical("env")[1]
+    case = shards.canonical("env")[1]
     assert case.kind == "env.many"
     assert len(repr(case)) < 2100 and "more)" in repr(case)
-    again = hostile.HostileCase(case.family, case.kind, case.options, origin="canonical")
+    again = strategies.HostileCase(case.family, case.kind, case.options, origin="canonical")
     assert again.key() == case.key()
 
 
@@ -274,10 +277,10 @@ def base_layout(tmp_path_factory) -> Path:
     return base
 
 
-@pytest.mark.parametrize("variant", hostile.IMAGE_VARIANTS)
+@pytest.mark.parametrize("variant", strategies.IMAGE_VARIANTS)
 def test_an_image_variant_is_broken_as_claimed(variant, base_layout, tmp_path):
     dest = tmp_path / "img"
-    planted = hostile.build_image(base_layout, dest, variant, seed=7, where=0.5,
+    planted = layouts.build_image(base_layout, dest, variant, seed=7, where=0.5,
                                   inside=tmp_path / "markers")
     seen = inspect_layout(dest)
     if variant == "missing":
@@ -300,7 +303,7 @@ def test_broken_layers_are_layers_of_their_own(base_layout, tmp_path):
     base_layer = json.loads(blob(base_layout, inspect_layout(base_layout)["manifest_digest"])
                             .read_text())["layers"][0]["digest"]
     for variant in ("layer_corrupt", "layer_truncated", "layer_missing", "diff_id_wrong"):
-        hostile.build_image(base_layout, tmp_path / variant, variant, 3, 0.5)
+        layouts.build_image(base_layout, tmp_path / variant, variant, 3, 0.5)
         index = json.loads((tmp_path / variant / "index.json").read_text())
         manifest = json.loads(blob(tmp_path / variant, index["manifests"][0]["digest"])
                               .read_text())
@@ -312,8 +315,8 @@ def test_a_restamped_layer_is_a_whole_valid_layer_of_its_own(base_layout, tmp_pa
     for text in ("one 1\n", "two 2\n", "one 1\n"):
         dest = tmp_path / f"l{len(digests)}-{text.split()[0]}"
         shutil.copytree(base_layout, dest)
-        parts = hostile.LayoutParts.load(dest)
-        hostile.restamp_layer(parts, text)
+        parts = layouts.LayoutParts.load(dest)
+        layouts.restamp_layer(parts, text)
         parts.save()
         seen = inspect_layout(dest)
         assert seen["problems"] == []           # digest and diff_id both match the bytes
@@ -328,7 +331,7 @@ def test_a_restamped_layer_is_a_whole_valid_layer_of_its_own(base_layout, tmp_pa
 
 
 def test_the_well_formed_variant_holds_the_base_files(base_layout, tmp_path):
-    hostile.build_image(base_layout, tmp_path / "ok", "well_formed", 1, 0.5)
+    layouts.build_image(base_layout, tmp_path / "ok", "well_formed", 1, 0.5)
     layers = inspect_layout(tmp_path / "ok")["layers"]
     with tarfile.open(fileobj=io.BytesIO(layers[0])) as tar:
         assert "bin/busybox" in tar.getnames()
@@ -336,7 +339,7 @@ def test_the_well_formed_variant_holds_the_base_files(base_layout, tmp_path):
 
 def test_the_escaping_layer_tries_every_way_out(base_layout, tmp_path):
     inside = tmp_path / "markers"
-    planted = hostile.build_image(base_layout, tmp_path / "esc", "layer_escapes", 9, 0.5,
+    planted = layouts.build_image(base_layout, tmp_path / "esc", "layer_escapes", 9, 0.5,
                                   inside)
     layers = inspect_layout(tmp_path / "esc")["layers"]
     assert len(layers) == 2
@@ -358,20 +361,20 @@ def test_escaped_markers_ignores_a_layers_own_folder(tmp_path):
     (home / "tmp" / "merged").mkdir(parents=True)
     (home / "tmp" / "merged" / "hostile-escape-1-abs").write_text("")
     markers = ["hostile-escape-1-up1", "hostile-escape-1-abs", "hostile-escape-1-up2"]
-    contained = hostile.unpacked_by_runtime(home)
-    assert hostile.escaped_markers(markers, [tmp_path / "run", home.parent], contained) == []
+    contained = workspace.unpacked_by_runtime(home)
+    assert workspace.escaped_markers(markers, [tmp_path / "run", home.parent], contained) == []
     (home / "images" / "hostile-escape-1-up2").write_text("")
     (tmp_path / "hostile-escape-1-abs").write_text("")      # beside an ancestor
-    assert hostile.escaped_markers(markers, [home.parent], contained) == sorted([
+    assert workspace.escaped_markers(markers, [home.parent], contained) == sorted([
         str(home / "images" / "hostile-escape-1-up2"), str(tmp_path / "hostile-escape-1-abs")])
 
 
 # -- materializing ----------------------------------------------------------------------------
 
 def test_materialize_resolves_every_placeholder(base_layout, tmp_path):
-    ws = hostile.Workspace(tmp_path / "ws", base_layout)
+    ws = workspace.Workspace(tmp_path / "ws", base_layout)
     base = {"rootfs_path": "/img", "auto_remove": False}
-    vols = hostile.HostileCase("volumes", "v", {"volumes": [
+    vols = strategies.HostileCase("volumes", "v", {"volumes": [
         ["@ws/dir/d", "/mnt/d"], ["@ws/file/f", "/mnt/f", True], ["@ws/missing/m", "/mnt/m"],
         ["rel", "/mnt/r"]]})
     res = ws.materialize(vols, base)
@@ -380,7 +383,7 @@ def test_materialize_resolves_every_placeholder(base_layout, tmp_path):
     assert res.options["rootfs_path"] == "/img" and res.options["auto_remove"] is False
     assert vols.options["volumes"][0][0] == "@ws/dir/d"         # the case is left as drawn
 
-    ports = ws.materialize(hostile.HostileCase("ports", "p", {"ports": [["@bound", 80]]}),
+    ports = ws.materialize(strategies.HostileCase("ports", "p", {"ports": [["@bound", 80]]}),
                            base)
     port = ports.options["ports"][0][0]
     with socket.socket() as probe, pytest.raises(OSError):
@@ -389,7 +392,7 @@ def test_materialize_resolves_every_placeholder(base_layout, tmp_path):
     with socket.socket() as probe:
         probe.bind(("0.0.0.0", port))
 
-    img = ws.materialize(hostile.HostileCase("images", "i", {
+    img = ws.materialize(strategies.HostileCase("images", "i", {
         "rootfs_path": "@image/layer_escapes/5/0.2500"}), base)
     assert Path(img.options["rootfs_path"]).is_dir() and len(img.markers) == 8
     assert img.marker_dir is not None and img.marker_dir.is_dir()
@@ -419,7 +422,7 @@ The VM crashed during initialization.
 
 
 def test_shim_exits_are_found_by_pid_and_by_box():
-    exits = hostile.shim_exits(RUNTIME_LOG, {"R2tWVDo0RRSq": 5513, "ddBNOGBICRSp": None})
+    exits = workspace.shim_exits(RUNTIME_LOG, {"R2tWVDo0RRSq": 5513, "ddBNOGBICRSp": None})
     by_box = {e["box"]: e for e in exits}
     assert by_box["R2tWVDo0RRSq"]["exit_code"] == 101
     assert "Exit code: 101" in by_box["R2tWVDo0RRSq"]["detail"]
@@ -428,8 +431,8 @@ def test_shim_exits_are_found_by_pid_and_by_box():
     # once made runtime_did_not_crash[memory.below_37] hold in a loaded gate run.
     assert by_box["ddBNOGBICRSp"]["exit_code"] == 134
     assert "SIGABRT" in by_box["ddBNOGBICRSp"]["detail"]
-    assert hostile.runtime_did_not_crash([by_box["ddBNOGBICRSp"]], True, "").status == VIOLATED
-    assert hostile.shim_exits(RUNTIME_LOG, {"other": 1}) == []
+    assert case_checks.runtime_did_not_crash([by_box["ddBNOGBICRSp"]], True, "").status == VIOLATED
+    assert workspace.shim_exits(RUNTIME_LOG, {"other": 1}) == []
 
 
 @pytest.mark.parametrize("text, code", [
@@ -438,20 +441,20 @@ def test_shim_exits_are_found_by_pid_and_by_box():
     ("engine reported an error: The VM failed to start.", None),
     ("(SIGNOTREAL)", None), ("", None)])
 def test_signal_exit_code(text, code):
-    assert hostile.signal_exit_code(text) == code
+    assert workspace.signal_exit_code(text) == code
 
 
 def test_crash_block_logged_is_per_box():
-    assert hostile.crash_block_logged(RUNTIME_LOG, "ddBNOGBICRSp")
-    assert not hostile.crash_block_logged(RUNTIME_LOG, "nEvErLoGgEd1")
-    assert not hostile.crash_block_logged("", "ddBNOGBICRSp")
+    assert workspace.crash_block_logged(RUNTIME_LOG, "ddBNOGBICRSp")
+    assert not workspace.crash_block_logged(RUNTIME_LOG, "nEvErLoGgEd1")
+    assert not workspace.crash_block_logged("", "ddBNOGBICRSp")
 
 
 def test_the_log_cursor_reads_only_what_was_appended(tmp_path):
     (tmp_path / "logs").mkdir()
     log = tmp_path / "logs" / "boxlite.log.2026-11-26"
     log.write_text("before\n")
-    cursor = hostile.LogCursor(tmp_path)
+    cursor = workspace.LogCursor(tmp_path)
     with open(log, "a") as fh:
         fh.write("during\n")
     (tmp_path / "logs" / "boxlite.log.2026-11-27").write_text("next day\n")
@@ -468,7 +471,7 @@ def test_store_configs_reads_ids_and_names(tmp_path):
                     [("b1", "twin"), ("b2", None)])
     con.commit()
     con.close()
-    assert hostile.store_configs(tmp_path) == [{"id": "b1", "name": "twin"},
+    assert workspace.store_configs(tmp_path) == [{"id": "b1", "name": "twin"},
                                                {"id": "b2", "name": None}]
 
 
@@ -484,7 +487,7 @@ def answer(outcome: str = "error", type_: str = "EngineError",
 @pytest.mark.parametrize("ans", [answer("ok"), answer(), answer(
     type_="OverflowError", message="number too large to fit in target type", mro=())])
 def test_answered_cleanly_holds_on_success_or_a_refusal_that_says_why(ans):
-    v = hostile.answered_cleanly("create", ans)
+    v = case_checks.answered_cleanly("create", ans)
     assert (v.check, v.status) == ("answered_cleanly[create]", HOLDS)
 
 
@@ -496,12 +499,12 @@ def test_answered_cleanly_holds_on_success_or_a_refusal_that_says_why(ans):
     (answer(message="  "), "no message"),
 ])
 def test_answered_cleanly_violated(ans, why):
-    v = hostile.answered_cleanly("start", ans)
+    v = case_checks.answered_cleanly("start", ans)
     assert v.status == VIOLATED and why in v.summary, v.summary
 
 
 def test_answered_cleanly_unknown_on_an_unknown_outcome():
-    assert hostile.answered_cleanly("start", answer("maybe")).status == UNKNOWN
+    assert case_checks.answered_cleanly("start", answer("maybe")).status == UNKNOWN
 
 
 def shim_exit(code: int | None, killed: bool = False) -> dict:
@@ -511,7 +514,7 @@ def shim_exit(code: int | None, killed: bool = False) -> dict:
 @pytest.mark.parametrize("exits", [[], [shim_exit(137, killed=True)], [shim_exit(1)],
                                    [shim_exit(None)]])
 def test_runtime_did_not_crash_holds(exits):
-    assert hostile.runtime_did_not_crash(exits, True, "").status == HOLDS
+    assert case_checks.runtime_did_not_crash(exits, True, "").status == HOLDS
 
 
 @pytest.mark.parametrize("exits, alive, stderr, why", [
@@ -523,50 +526,50 @@ def test_runtime_did_not_crash_holds(exits):
     ([], True, "Traceback (most recent call last):\n  ...", "traceback"),
 ])
 def test_runtime_did_not_crash_violated(exits, alive, stderr, why):
-    v = hostile.runtime_did_not_crash(exits, alive, stderr)
+    v = case_checks.runtime_did_not_crash(exits, alive, stderr)
     assert v.status == VIOLATED and why in v.summary, v.summary
 
 
 def test_case_processes_gone():
     proc = {"pid": 7, "name": "libkrun VM"}
-    assert hostile.case_processes_gone([], 3, 0.2, 10.0, 50).status == HOLDS
-    assert hostile.case_processes_gone([], 0, 0.0, 10.0, 50).status == HOLDS
-    v = hostile.case_processes_gone([proc], 3, 10.1, 10.0, 50)
+    assert case_checks.case_processes_gone([], 3, 0.2, 10.0, 50).status == HOLDS
+    assert case_checks.case_processes_gone([], 0, 0.0, 10.0, 50).status == HOLDS
+    v = case_checks.case_processes_gone([proc], 3, 10.1, 10.0, 50)
     assert v.status == VIOLATED and "libkrun VM[7]" in v.summary
-    assert hostile.case_processes_gone([], 0, 0.0, 10.0, 0).status == UNKNOWN
+    assert case_checks.case_processes_gone([], 0, 0.0, 10.0, 0).status == UNKNOWN
 
 
 def test_names_unambiguous():
-    assert hostile.names_unambiguous([{"id": "a", "name": "x"}, {"id": "b", "name": None},
+    assert case_checks.names_unambiguous([{"id": "a", "name": "x"}, {"id": "b", "name": None},
                                       {"id": "c", "name": None}]).status == HOLDS
-    v = hostile.names_unambiguous([{"id": "a", "name": "x"}, {"id": "b", "name": "x"}])
+    v = case_checks.names_unambiguous([{"id": "a", "name": "x"}, {"id": "b", "name": "x"}])
     assert v.status == VIOLATED and v.evidence["shared_names"] == {"x": ["a", "b"]}
-    v = hostile.names_unambiguous([{"id": "a", "name": None}, {"id": "b", "name": "a"}])
+    v = case_checks.names_unambiguous([{"id": "a", "name": None}, {"id": "b", "name": "a"}])
     assert v.status == VIOLATED and v.evidence["named_after_other_id"] == ["b"]
 
 
 def test_layer_contained():
-    assert hostile.layer_contained([], 8).status == HOLDS
-    assert hostile.layer_contained(["/tmp/x/hostile-escape-1-up2"], 8).status == VIOLATED
-    assert hostile.layer_contained([], 0).status == UNKNOWN
+    assert case_checks.layer_contained([], 8).status == HOLDS
+    assert case_checks.layer_contained(["/tmp/x/hostile-escape-1-up2"], 8).status == VIOLATED
+    assert case_checks.layer_contained([], 0).status == UNKNOWN
 
 
 def test_specialize_adds_the_moment_and_the_kind():
-    v = hostile.answered_cleanly("start", answer())
-    assert hostile.specialize(v, "env.nul").check == "answered_cleanly[start/env.nul]"
+    v = case_checks.answered_cleanly("start", answer())
+    assert case_checks.specialize(v, "env.nul").check == "answered_cleanly[start/env.nul]"
     v = Verdict("home_consistent", HOLDS)
-    assert hostile.specialize(v, "env.nul", "removed").check == \
+    assert case_checks.specialize(v, "env.nul", "removed").check == \
         "home_consistent[removed/env.nul]"
 
 
 # -- tallies and the runner's bookkeeping ------------------------------------------------------
 
-def case(kind: str = "env.nul", origin: str = "generated", n: int = 0) -> hostile.HostileCase:
-    return hostile.HostileCase("env", kind, {"env": [["K", f"v{n}"]]}, origin=origin)
+def case(kind: str = "env.nul", origin: str = "generated", n: int = 0) -> strategies.HostileCase:
+    return strategies.HostileCase("env", kind, {"env": [["K", f"v{n}"]]}, origin=origin)
 
 
 def test_a_tally_is_unknown_over_violated_over_holds():
-    t = hostile.Tally("c[k]")
+    t = hostile_runner.Tally("c[k]")
     t.add(Verdict("c[k]", HOLDS), case())
     assert t.verdict().status == HOLDS and t.verdict().evidence["cases"] == 1
     for n in range(6):
@@ -589,11 +592,11 @@ class FakeChaos(SimpleNamespace):
 
 
 def runner(verdicts: list[Verdict], known: list[KnownFailure] = (), budget_s: float = 1e9):
-    r = object.__new__(hostile.HostileRunner)
+    r = object.__new__(hostile_runner.HostileRunner)
     r.chaos = FakeChaos(env=SimpleNamespace(version="0.10.8"), node_id="scen::hostile",
                         known=list(known), notes=[], judged=[])
     r.family, r.budget_s = "env", budget_s
-    r.shard, r.own_kinds = None, frozenset(hostile.kinds("env"))
+    r.shard, r.own_kinds = None, frozenset(strategies.kinds("env"))
     r.family_kinds = r.own_kinds
     r.t0 = time.monotonic()
     r.tallies, r.outcomes, r.failures, r.host_restarts = {}, {}, [], 0
@@ -609,7 +612,7 @@ BAD = Verdict("runtime_did_not_crash[env.nul]", VIOLATED, {}, "shim crashed")
 
 def test_a_failing_generated_case_raises_for_hypothesis_and_is_noted():
     r = runner([BAD])
-    with pytest.raises(hostile.CaseFailed, match="shim crashed"):
+    with pytest.raises(hostile_runner.CaseFailed, match="shim crashed"):
         r.run(case())
     failure = [n for n in r.chaos.notes if "hostile_failure" in n][0]
     assert failure["options"] == {"env": [["K", "v0"]]}
@@ -618,8 +621,8 @@ def test_a_failing_generated_case_raises_for_hypothesis_and_is_noted():
 
 def test_each_set_of_failing_checks_raises_a_type_of_its_own():
     def raised(failing):
-        with pytest.raises(hostile.CaseFailed) as info:
-            hostile.raise_case_failed(failing)
+        with pytest.raises(hostile_runner.CaseFailed) as info:
+            hostile_runner.raise_case_failed(failing)
         return type(info.value)
     a = raised([("c[x]", "bad"), ("d[x]", "worse")])
     assert a is raised([("d[x]", "other words"), ("c[x]", "same checks")])
@@ -646,7 +649,7 @@ def test_a_known_violation_does_not_raise():
 def test_past_the_budget_cases_replay_or_are_rejected():
     r = runner([BAD], budget_s=-1.0)
     r.outcomes[case().key()] = [(BAD.check, "shim crashed")]
-    with pytest.raises(hostile.CaseFailed, match="shim crashed"):
+    with pytest.raises(hostile_runner.CaseFailed, match="shim crashed"):
         r.run(case())
     with pytest.raises(UnsatisfiedAssumption):
         r.run(case(n=1))
@@ -661,7 +664,8 @@ def test_explore_notes_case_failures_and_raises_anything_else():
 
     def failing():
         r.run(case(origin="canonical"))
-        raise ExceptionGroup("bugs", [hostile.CaseFailed("a"), hostile.CaseFailed("b")])
+        raise ExceptionGroup("bugs", [hostile_runner.CaseFailed("a"),
+                                      hostile_runner.CaseFailed("b")])
     r.explore(failing)
     assert any(n.get("hypothesis") == "falsified" for n in r.chaos.notes)
 
@@ -669,17 +673,17 @@ def test_explore_notes_case_failures_and_raises_anything_else():
         raise KeyError("harness bug")
     with pytest.raises(KeyError):
         r.explore(broken)
-    assert hostile.only_case_failures(hostile.CaseFailed("x"))
-    assert not hostile.only_case_failures(ExceptionGroup("g", [ValueError()]))
+    assert hostile_runner.only_case_failures(hostile_runner.CaseFailed("x"))
+    assert not hostile_runner.only_case_failures(ExceptionGroup("g", [ValueError()]))
 
 
 # -- shards: every case in exactly one unit, the family's sequence unchanged ------------------
 
 def test_every_kind_is_in_exactly_one_shard_of_its_family():
-    for family in hostile.FAMILIES:
-        owned = [k for s in hostile.shards(family) for k in s.kinds]
-        assert sorted(owned) == sorted(hostile.kinds(family)), family
-    ids = [s.id for s in hostile.all_shards()]
+    for family in strategies.FAMILIES:
+        owned = [k for s in shards.shards(family) for k in s.kinds]
+        assert sorted(owned) == sorted(strategies.kinds(family)), family
+    ids = [s.id for s in shards.all_shards()]
     assert len(ids) == len(set(ids))
 
 
@@ -690,7 +694,7 @@ def test_every_kind_is_in_exactly_one_shard_of_its_family():
     ({}, "has no shards")])
 def test_a_shard_table_that_loses_or_doubles_a_kind_is_refused(table, match):
     with pytest.raises(SetupError, match=match):
-        hostile.shards("env", table)
+        shards.shards("env", table)
 
 
 def _unsharded_run(family: str, max_examples: int) -> list[tuple[str, str]]:
@@ -704,34 +708,34 @@ def _unsharded_run(family: str, max_examples: int) -> list[tuple[str, str]]:
     test = settings(max_examples=max_examples, phases=list(Phase), deadline=None,
                     derandomize=False, database=None,
                     suppress_health_check=list(HealthCheck))(
-        given(case=hostile.cases(family))(run))
-    for case in [*hostile.canonical(family), *hostile.pinned(family)]:
+        given(case=strategies.cases(family))(run))
+    for case in [*shards.canonical(family), *shards.pinned(family)]:
         test = example(case=case)(test)
-    with hostile.without_local_constants():
-        seed(seeds.GATE_SEED + hostile.FAMILIES.index(family))(test)()
+    with shards.without_local_constants():
+        seed(seeds.GATE_SEED + strategies.FAMILIES.index(family))(test)()
     return got
 
 
-@pytest.mark.parametrize("family", hostile.FAMILIES)
+@pytest.mark.parametrize("family", strategies.FAMILIES)
 def test_shards_run_exactly_the_cases_of_the_unsharded_family(family):
     """Same seed: every case the unsharded family ran is run by the shard of its kind, in the
     same order, and by no other shard."""
     want = _unsharded_run(family, 12)
     ran: dict[str, list[tuple[str, str]]] = {}
-    for shard in hostile.shards(family):
+    for shard in shards.shards(family):
         ran[shard.label] = []
 
         def run(case, shard=shard):
             if case.kind in shard.kinds:
                 ran[shard.label].append((case.kind, case.key()))
-        hostile.shard_test(shard, run, 12, seeds.GATE_SEED)()
+        shards.shard_test(shard, run, 12, seeds.GATE_SEED)()
         assert ran[shard.label] == [c for c in want if c[0] in shard.kinds], shard.id
     assert sum(map(len, ran.values())) == len(want)
 
 
-def _drawn(shard: hostile.Shard, max_examples: int = 15) -> list[str]:
+def _drawn(shard: shards.Shard, max_examples: int = 15) -> list[str]:
     got: list[str] = []
-    hostile.shard_test(shard, lambda c: got.append(c.key()), max_examples, seeds.GATE_SEED)()
+    shards.shard_test(shard, lambda c: got.append(c.key()), max_examples, seeds.GATE_SEED)()
     return got
 
 
@@ -741,7 +745,7 @@ def _raw_draw() -> list[str]:
     raw: list[str] = []
     test = settings(max_examples=15, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))(
-        given(case=hostile.cases("names"))(lambda case: raw.append(case.key())))
+        given(case=strategies.cases("names"))(lambda case: raw.append(case.key())))
     seed(seeds.GATE_SEED)(test)()
     return raw
 
@@ -754,7 +758,7 @@ def test_a_seeds_cases_do_not_depend_on_the_modules_the_process_loaded(tmp_path,
     import sys
 
     from hypothesis.internal.conjecture import providers
-    shard = hostile.shards("names")[0]
+    shard = shards.shards("names")[0]
     before, raw_before = _drawn(shard), _raw_draw()
     (tmp_path / "bxc_literals.py").write_text("WORDS = [\n" + "".join(
         f"    'w{i}/x{i}', {i * 7919},\n" for i in range(300)) + "]\n")
@@ -772,13 +776,13 @@ def test_a_seeds_cases_do_not_depend_on_the_modules_the_process_loaded(tmp_path,
 
 def test_a_shard_runs_its_kinds_and_leaves_the_others_to_their_shards():
     r = runner([Verdict("runtime_did_not_crash[env.nul]", HOLDS, {}, "ok")])
-    shard = next(s for s in hostile.shards("env") if "env.nul" in s.kinds)
+    shard = next(s for s in shards.shards("env") if "env.nul" in s.kinds)
     r.shard, r.own_kinds = shard, frozenset(shard.kinds)
     r.run(case())                                           # env.nul: this shard's
-    r.run(hostile.HostileCase("env", "env.many", {"env": [["K", "v"]]}))
+    r.run(strategies.HostileCase("env", "env.many", {"env": [["K", "v"]]}))
     assert r.runs["generated"] == 1 and r.runs["other_shards"] == 1
     with pytest.raises(SetupError, match="name.nul"):
-        r.run(hostile.HostileCase("names", "name.nul", name="a\x00b"))
+        r.run(strategies.HostileCase("names", "name.nul", name="a\x00b"))
 
 
 def test_a_kind_of_the_shard_left_unjudged_fails_the_run_after_its_verdicts():
@@ -793,9 +797,9 @@ def test_a_kind_of_the_shard_left_unjudged_fails_the_run_after_its_verdicts():
 
 
 def test_kind_of_reads_the_kind_from_a_specialized_id():
-    v = hostile.specialize(Verdict("home_consistent", HOLDS, {}, ""), "env.nul", "removed")
-    assert hostile.kind_of(v.check) == "env.nul"
-    assert hostile.kind_of("answered_cleanly[start/image.layer_is_dir]") == "image.layer_is_dir"
+    v = case_checks.specialize(Verdict("home_consistent", HOLDS, {}, ""), "env.nul", "removed")
+    assert case_checks.kind_of(v.check) == "env.nul"
+    assert case_checks.kind_of("answered_cleanly[start/image.layer_is_dir]") == "image.layer_is_dir"
 
 
 def test_end_judged_vm_kills_the_recorded_shim_once(tmp_path):
@@ -805,7 +809,7 @@ def test_end_judged_vm_kills_the_recorded_shim_once(tmp_path):
 
     from harness.faults.base import FaultSet
     from harness.faults.shim import Proc
-    from harness.steps import end_judged_vm
+    from harness.scenario.steps import end_judged_vm
     proc = subprocess.Popen(["sleep", "30"])
     try:
         tree = [Proc(proc.pid, psutil.Process(proc.pid).create_time(), "sleep")]
@@ -853,7 +857,7 @@ def test_the_watch_finds_a_box_tree_through_procs_children_files(tmp_path):
             kids = {p.pid for p in proc_children(psutil.Process(top.pid))}
             return fast if kids == {p.pid for p in psutil.Process(top.pid).children(
                 recursive=True)} else None
-        from harness.wait import wait_for
+        from harness.common.wait import wait_for
         fast = wait_for(agree, 30, "the fast and the full listing to agree on the fake "
                         "box's four processes")
         assert fast[0].pid == top.pid
@@ -869,31 +873,31 @@ def test_the_watch_finds_a_box_tree_through_procs_children_files(tmp_path):
 @settings(max_examples=5, deadline=None, database=None)
 def test_answer_of_reports_what_the_call_did(data):
     host = SimpleNamespace(alive=data.draw(st.booleans()))
-    from harness.errors import HostError
+    from harness.common.errors import HostError
     from harness.runtime.host import RuntimeOpError
-    _, ans = hostile.answer_of(host, lambda: 1, 5.0)
+    _, ans = attempt.answer_of(host, lambda: 1, 5.0)
     assert ans["outcome"] == "ok"
 
     def refuse():
         raise RuntimeOpError("create", {"type": "ValueError", "message": "no", "mro": ["V"]})
-    assert hostile.answer_of(host, refuse, 5.0)[1]["error"]["type"] == "ValueError"
+    assert attempt.answer_of(host, refuse, 5.0)[1]["error"]["type"] == "ValueError"
 
     def lost():
         raise HostError("no reply")
-    assert hostile.answer_of(host, lost, 5.0)[1]["outcome"] == (
+    assert attempt.answer_of(host, lost, 5.0)[1]["outcome"] == (
         "no_reply" if host.alive else "host_died")
 
 
 # -- every new check's violating case, for the meta-test in tests/test_checks.py --------------
 
 VIOLATING: dict[str, Callable[[], Verdict]] = {
-    "answered_cleanly": lambda: hostile.answered_cleanly("start", answer("no_reply")),
-    "runtime_did_not_crash": lambda: hostile.runtime_did_not_crash([shim_exit(101)], True, ""),
-    "case_processes_gone": lambda: hostile.case_processes_gone(
+    "answered_cleanly": lambda: case_checks.answered_cleanly("start", answer("no_reply")),
+    "runtime_did_not_crash": lambda: case_checks.runtime_did_not_crash([shim_exit(101)], True, ""),
+    "case_processes_gone": lambda: case_checks.case_processes_gone(
         [{"pid": 7, "name": "bwrap"}], 1, 10.1, 10.0, 5),
-    "names_unambiguous": lambda: hostile.names_unambiguous([{"id": "a", "name": "x"},
+    "names_unambiguous": lambda: case_checks.names_unambiguous([{"id": "a", "name": "x"},
                                                             {"id": "b", "name": "x"}]),
-    "layer_contained": lambda: hostile.layer_contained(["/tmp/hostile-escape-1-up1"], 8),
+    "layer_contained": lambda: case_checks.layer_contained(["/tmp/hostile-escape-1-up1"], 8),
 }
 
 
@@ -905,7 +909,7 @@ def test_violating_case(name):
 
 
 @FAST
-@given(seg=hostile.SEGMENT)
+@given(seg=strategies.SEGMENT)
 def test_a_path_segment_stays_one_segment(seg):
     assert seg not in ("", ".", "..") and "/" not in seg and "\x00" not in seg
 
@@ -916,9 +920,9 @@ def test_an_exploring_run_writes_each_new_violation_once_ready_to_pin(tmp_path, 
     monkeypatch.setenv(seeds.EXPLORE_ENV, "1")
     r = runner([BAD])
     r.chaos.workdir = tmp_path / "scenarios" / "scen_hostile"
-    case = hostile.HostileCase("env", "env.nul", {"env": [["A\x00B", "v"]]})
+    case = strategies.HostileCase("env", "env.nul", {"env": [["A\x00B", "v"]]})
     for _ in range(2):
-        with pytest.raises(hostile.CaseFailed):
+        with pytest.raises(hostile_runner.CaseFailed):
             r.run(case)
     lines = (tmp_path / seeds.FINDINGS).read_text().splitlines()
     assert len(lines) == 1
@@ -928,17 +932,17 @@ def test_an_exploring_run_writes_each_new_violation_once_ready_to_pin(tmp_path, 
     pinned = tmp_path / "pinned.jsonl"
     pinned.write_text("# a comment\n" + lines[0] + "\n")
     monkeypatch.setattr(seeds, "PINNED", pinned)
-    (back,) = hostile.pinned("env")
+    (back,) = shards.pinned("env")
     assert (back.origin, back.options, back.key()) == ("pinned", case.options, case.key())
-    assert hostile.pinned("names") == []
+    assert shards.pinned("names") == []
 
 
 def test_a_run_that_does_not_explore_writes_no_findings(tmp_path, monkeypatch):
     monkeypatch.delenv(seeds.EXPLORE_ENV, raising=False)
     r = runner([BAD])
     r.chaos.workdir = tmp_path / "scenarios" / "scen_hostile"
-    with pytest.raises(hostile.CaseFailed):
-        r.run(hostile.HostileCase("env", "env.nul", {}))
+    with pytest.raises(hostile_runner.CaseFailed):
+        r.run(strategies.HostileCase("env", "env.nul", {}))
     assert not (tmp_path / seeds.FINDINGS).exists()
 
 
@@ -950,12 +954,12 @@ def test_a_bad_pinned_case_is_a_setup_error(tmp_path, monkeypatch, line, match):
     pinned.write_text(line + "\n")
     monkeypatch.setattr(seeds, "PINNED", pinned)
     with pytest.raises(SetupError, match=match):
-        hostile.pinned("env")
+        shards.pinned("env")
 
 
 def test_the_committed_pinned_cases_load():
-    for family in hostile.FAMILIES:
-        hostile.pinned(family)
+    for family in strategies.FAMILIES:
+        shards.pinned(family)
 
 
 @pytest.mark.parametrize("text, ok", [("0", True), ("20261129", True), (str(2**32 - 1), True),

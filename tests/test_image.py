@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import SetupError
-from harness.image import APPLETS, BUSYBOX, busybox_image
+from harness.common.errors import SetupError
+from harness.runtime.image import APPLETS, BUSYBOX, busybox_image
 
 needs_busybox = pytest.mark.skipif(not BUSYBOX.is_file(), reason=f"{BUSYBOX} not installed")
 

@@ -1,4 +1,5 @@
-"""Stops and full disks, in the small (harness.interrupt, harness.context, harness.stopping):
+"""Stops and full disks, in the small (harness.session.interrupt, harness.scenario.context,
+harness.session.stopping):
 which signal stops in order and which at once, what an unfinished scenario's verdict is, and
 a disk that fills under the history or the results. The same stops against real gate runs
 are in test_interrupt_runs.py."""
@@ -17,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import interrupt, stopping
-from harness.context import DiskFull, GuardedHistory, keep_whole_lines, require_space
-from harness.history import read_history
+from harness.observe.history import read_history
 from harness.report.build import summarize
-from harness.stopping import append_result, unfinished_judgement
+from harness.scenario.context import DiskFull, GuardedHistory, keep_whole_lines, require_space
+from harness.session import interrupt, stopping
+from harness.session.stopping import append_result, unfinished_judgement
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def test_interrupted_is_not_swallowed_by_except_exception():
 def test_second_signal_kills_what_the_process_started():
     """stop_at_once in a child process: its own child is SIGKILLed, it exits 131."""
     code = ("import subprocess, sys, time\n"
-            "from harness import interrupt\n"
+            "from harness.session import interrupt\n"
             "kid = subprocess.Popen(['sleep', '60'])\n"
             "print(kid.pid, flush=True)\n"
             "interrupt.stop_at_once()\n")
@@ -96,7 +97,7 @@ def test_second_signal_kills_what_the_process_started():
 
 JOB = """
 import subprocess, sys, time
-from harness import interrupt
+from harness.session import interrupt
 RUN = [sys.executable, "-c", "import signal, sys, time; "
        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(130)); "
        "print('run up', flush=True); time.sleep(60)", "pytest"]

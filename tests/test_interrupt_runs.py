@@ -20,10 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import interrupt, sweep
-from harness.doctor import check_kvm
+from harness.common.wait import hold
 from harness.faults.shim import Proc
-from harness.wait import hold
+from harness.leftovers import sweep
+from harness.session import interrupt
+from harness.session.doctor import check_kvm
 
 PROJECT = Path(__file__).resolve().parents[1]
 START_S = 180.0             # the runtime's venv is cached; workers start and collect

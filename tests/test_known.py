@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
-from harness.errors import SetupError
-from harness.known import (
+from harness.common.errors import SetupError
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
+from harness.judge.known import (
     DEFAULT_TABLE,
     FAIL,
     FAILING,

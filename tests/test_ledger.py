@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from harness import checks
-from harness.checks import HOLDS, UNKNOWN, VIOLATED
+from harness.common.wait import wait_for
+from harness.judge import checks
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
 from harness.observe.processes import ProcessLedger, ProcRecord, become_subreaper, classify
-from harness.wait import wait_for
 
 INTERVAL = 0.05
 GRACE_S = 1.0       # the leaks below last over 1.2 s: judged with this grace, not the default
@@ -370,7 +370,7 @@ def test_settle_waits_for_processes_caught_mid_exit(monkeypatch):
 
 
 def test_settle_gives_up_at_its_bound_with_what_is_still_grown(monkeypatch):
-    from harness import checks
+    from harness.judge import checks
     from harness.observe import ledger
     monkeypatch.setattr(ledger, "take", lambda scope, probes=ledger.PROBES: {"descendants": 2})
     rules = {"descendants": lambda b, a: a <= b}

@@ -10,8 +10,8 @@ import time
 import psutil
 import pytest
 
-from harness import checks
-from harness.checks import HOLDS, UNKNOWN, VIOLATED
+from harness.judge import recovery_checks as checks
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
 from harness.observe.boxes import box_processes
 from harness.observe.records import RecordRead
 

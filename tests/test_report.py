@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from harness.history import History, read_history
-from harness.known import KnownFailure
+from harness.jobs.repeat.stability import build_stability
+from harness.judge.known import KnownFailure
+from harness.observe.history import History, read_history
 from harness.report import build
-from harness.report.stability import build_stability
 from harness.report.timeline import build_timeline, last_run
 
 PASSING = "scenarios/init/test_a.py::test_passes"
@@ -310,7 +310,7 @@ def test_a_rerun_into_the_same_folder_draws_only_the_last_run(run):
 
 
 def test_the_run_s_seed_and_machine_facts_head_the_report(run):
-    from harness.facts import machine_facts
+    from harness.session.facts import machine_facts
     facts = {"seed": 4242, "exploring": False, "runtime": "boxlite==0.10.8",
              "machine": machine_facts({"spec": "boxlite==0.10.8", "version": "0.10.8",
                                        "wheel_sha256": "0123456789abcdef" * 4})}

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import repro
-from harness.checks import HOLDS
-from harness.errors import HistoryError
+from harness.common.errors import HistoryError
+from harness.jobs.repro import replay as repro
+from harness.jobs.repro.replay import Replayer, extract_schedule, load_schedule, parse_flavour
+from harness.judge.checks import HOLDS
 from harness.observe.records import RecordRead
-from harness.repro import Replayer, extract_schedule, load_schedule, parse_flavour
 from harness.runtime.host import RUNNER, SDK_DEFAULT, Flavour, RuntimeOpError
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ def test_a_corrupt_middle_line_is_an_error_naming_it(tmp_path):
 KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from harness.history import History
+from harness.observe.history import History
 h = History(Path(sys.argv[1]), {"scenario": "scenarios/x.py::test_killed", "runtime": "r"})
 h.append("invoke", host="host1", op="host_start", pid=1, flavour="options,sigterm=none")
 h.append("ok", host="host1", op="host_start", pid=1)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import checks
-from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
-from harness.errors import SetupError
-from harness.ripout import Entry, Side, entry_passes, judge_side, load_entries
+from harness.common.errors import SetupError
+from harness.jobs.ripout.entries import Entry, Side, entry_passes, judge_side, load_entries
+from harness.judge import checks
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
 
 ENTRY = Entry("e", "a fix", "", "scenarios/x.py::t", "record_failed[store]",
               Side("boxlite==0.10.8"), Side("boxlite==0.9.4"))

@@ -5,7 +5,7 @@ import json
 import pytest
 from xdist.scheduler.worksteal import WorkStealingScheduling
 
-from harness import schedule
+from harness.session import schedule
 
 
 class FakeNode:

@@ -10,25 +10,22 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
-from harness.context import WATCHDOG_BOUND_S
-from harness.known import KNOWN, PASS, judge, load_table
+from harness.jobs.bench.shutdown import add_parser, percentile, render_table, summarize
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
+from harness.judge.known import KNOWN, PASS, judge, load_table
 from harness.observe.processes import ProcessLedger, ProcRecord
-from harness.shutdown import (
+from harness.scenario.context import WATCHDOG_BOUND_S
+from harness.scenario.shutdown import (
     CASES,
     SHUTDOWN_BOUND_S,
     STATES,
     BoxUnderTest,
     ShutdownRun,
-    add_parser,
     ended_at,
     no_orphans,
-    percentile,
     plan,
     ran_orphaned,
-    render_table,
     runtime_gone_within,
-    summarize,
 )
 
 ROOT = 4242

@@ -15,11 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import soak
-from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
+from harness.common.wait import Deadline
+from harness.jobs.repro.replay import extract_schedule
+from harness.jobs.soak import checks as soak_checks
+from harness.jobs.soak import cli, driver, machine, model, probes, shrink, trends
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
 from harness.observe.records import RecordRead
-from harness.repro import extract_schedule
-from harness.wait import Deadline
 
 
 def read(path: str = "stopped.get_info", status: str | None = "stopped",
@@ -38,13 +39,14 @@ PROC = {"pid": 1234, "name": "libkrun VM", "kind": "vm"}
 # -- status_as_modelled ---------------------------------------------------------------------------
 
 def test_status_as_modelled_holds_for_an_allowed_status_and_for_absence():
-    assert soak.status_as_modelled(read(), ("configured", "stopped"), "stopped").status == HOLDS
-    gone = soak.status_as_modelled(read("removed.list_info", None), (None,), "removed")
+    held = soak_checks.status_as_modelled(read(), ("configured", "stopped"), "stopped")
+    assert held.status == HOLDS
+    gone = soak_checks.status_as_modelled(read("removed.list_info", None), (None,), "removed")
     assert gone.status == HOLDS and gone.check == "status_as_modelled[removed.list_info]"
 
 
 def test_status_as_modelled_flags_a_failed_record_overwritten_by_stop():
-    v = soak.status_as_modelled(read("store.stopped", "configured"), ("stopped", "failed"),
+    v = soak_checks.status_as_modelled(read("store.stopped", "configured"), ("stopped", "failed"),
                                 "stopped")
     assert v.status == VIOLATED
     assert "'configured'" in v.summary and "stopped" in v.summary
@@ -52,39 +54,39 @@ def test_status_as_modelled_flags_a_failed_record_overwritten_by_stop():
 
 def test_a_transitional_status_is_allowed_only_within_its_bound():
     r = read("interrupted.get_info", "stopping")
-    within = soak.status_as_modelled(r, soak.AFTER_INTERRUPT, "interrupted", 3.0,
-                                     soak.TRANSITIONAL, 10.0)
-    past = soak.status_as_modelled(r, soak.AFTER_INTERRUPT, "interrupted", 12.0,
-                                   soak.TRANSITIONAL, 10.0)
+    within = soak_checks.status_as_modelled(r, model.AFTER_INTERRUPT, "interrupted", 3.0,
+                                     model.TRANSITIONAL, 10.0)
+    past = soak_checks.status_as_modelled(r, model.AFTER_INTERRUPT, "interrupted", 12.0,
+                                   model.TRANSITIONAL, 10.0)
     assert within.status == HOLDS
     assert past.status == VIOLATED and "past the 10s bound" in past.summary
 
 
 def test_status_as_modelled_is_unknown_when_the_path_cannot_be_read():
-    v = soak.status_as_modelled(read(error="no reply"), ("stopped",), "stopped")
+    v = soak_checks.status_as_modelled(read(error="no reply"), ("stopped",), "stopped")
     assert v.status == UNKNOWN
 
 
 # -- op_as_modelled -------------------------------------------------------------------------------
 
 def test_op_as_modelled_holds_for_an_allowed_outcome():
-    assert soak.op_as_modelled("create", ["ok"], "ok").status == HOLDS
-    v = soak.op_as_modelled("start", ["error"], "error", "starting",
+    assert soak_checks.op_as_modelled("create", ["ok"], "ok").status == HOLDS
+    v = soak_checks.op_as_modelled("start", ["error"], "error", "starting",
                             {"type": "EngineError", "message": "The VM failed to start."})
     assert v.status == HOLDS and v.check == "op_as_modelled[start]"
 
 
 def test_op_as_modelled_flags_an_outcome_the_model_does_not_allow_or_an_empty_message():
-    assert soak.op_as_modelled("stop", ["ok"], "no reply", "failed").status == VIOLATED
-    assert soak.op_as_modelled("start", ["error"], "ok", "starting").status == VIOLATED
-    empty = soak.op_as_modelled("start", ["error"], "error", "starting", {"message": " "})
+    assert soak_checks.op_as_modelled("stop", ["ok"], "no reply", "failed").status == VIOLATED
+    assert soak_checks.op_as_modelled("start", ["error"], "ok", "starting").status == VIOLATED
+    empty = soak_checks.op_as_modelled("start", ["error"], "error", "starting", {"message": " "})
     assert empty.status == VIOLATED and "empty message" in empty.summary
 
 
 # -- processes_follow_boxes -----------------------------------------------------------------------
 
 def test_processes_follow_boxes_allows_a_start_in_flight_and_a_box_settling():
-    v = soak.processes_follow_boxes(
+    v = soak_checks.processes_follow_boxes(
         [box("b1", "starting", 2.0, True, "ID1"), box("b2", "failed", 1.0, False, "ID2")],
         {"ID1": [PROC, PROC], "ID2": [PROC]}, 10.0)
     assert v.status == HOLDS, v.summary
@@ -92,9 +94,10 @@ def test_processes_follow_boxes_allows_a_start_in_flight_and_a_box_settling():
 
 
 def test_processes_follow_boxes_flags_a_lingering_box_and_a_stray():
-    lingering = soak.processes_follow_boxes([box("b1", "failed", 12.0)], {"ID1": [PROC]}, 10.0)
+    lingering = soak_checks.processes_follow_boxes([box("b1", "failed", 12.0)], {"ID1": [PROC]},
+                                                   10.0)
     assert lingering.status == VIOLATED and "b1 (failed for 12.0s)" in lingering.summary
-    stray = soak.processes_follow_boxes([], {"?": [PROC]}, 10.0)
+    stray = soak_checks.processes_follow_boxes([], {"?": [PROC]}, 10.0)
     assert stray.status == VIOLATED and "does not hold" in stray.summary
 
 
@@ -126,7 +129,7 @@ def steps_of(proc: subprocess.Popen, host_gen: int, first_step: int, n: int) -> 
         proc.stdin.flush()
         proc.stdout.readline()
         out.append({"step": first_step + i, "t": float(first_step + i), "host_gen": host_gen,
-                    **soak.host_probe(proc.pid)})
+                    **probes.host_probe(proc.pid)})
     return out
 
 
@@ -136,7 +139,7 @@ def by_metric(verdicts: list[Verdict]) -> dict[str, Verdict]:
 
 def test_a_leaking_host_fails_the_fd_trend_verdict(leaking_host):
     samples = steps_of(leaking_host, 1, 1, 30)
-    v = by_metric(soak.trend_verdicts(samples))["no_growth[host_fds]"]
+    v = by_metric(trends.trend_verdicts(samples))["no_growth[host_fds]"]
     assert v.status == VIOLATED, v.summary
     assert v.evidence["slope"] == pytest.approx(1.0, abs=0.05)
 
@@ -154,23 +157,23 @@ def test_a_leak_that_restarts_with_each_host_still_fails_while_a_steady_host_hol
         second_proc.kill()
         second_proc.wait()
     assert first[-1]["host_fds"] > second[0]["host_fds"]          # the restart's drop
-    v = by_metric(soak.trend_verdicts(first + second))["no_growth[host_fds]"]
+    v = by_metric(trends.trend_verdicts(first + second))["no_growth[host_fds]"]
     assert v.status == VIOLATED and v.evidence["segments"] == 2, v.summary
 
     steady = [{**s, "host_fds": 20 + (s["step"] % 3)} for s in first + second]
-    assert by_metric(soak.trend_verdicts(steady))["no_growth[host_fds]"].status == HOLDS
+    assert by_metric(trends.trend_verdicts(steady))["no_growth[host_fds]"].status == HOLDS
 
 
 def test_warm_up_samples_do_not_count_as_growth():
     # A host that opens 30 descriptors over its first steps and then holds steady.
     samples = [{"step": i, "host_gen": 1, "host_fds": min(11 + 3 * i, 41)} for i in range(40)]
-    assert by_metric(soak.trend_verdicts(samples))["no_growth[host_fds]"].status == HOLDS
-    no_warmup = soak.trend_verdicts(samples, warmup=0)
+    assert by_metric(trends.trend_verdicts(samples))["no_growth[host_fds]"].status == HOLDS
+    no_warmup = trends.trend_verdicts(samples, warmup=0)
     assert by_metric(no_warmup)["no_growth[host_fds]"].status == VIOLATED
 
 
 def test_a_trend_without_enough_samples_is_unknown():
-    v = by_metric(soak.trend_verdicts([{"step": i, "zombies": 0} for i in range(8)]))
+    v = by_metric(trends.trend_verdicts([{"step": i, "zombies": 0} for i in range(8)]))
     assert v["no_growth[zombies]"].status == UNKNOWN
     assert v["no_growth[host_fds]"].status == UNKNOWN          # never sampled at all
 
@@ -183,7 +186,7 @@ class StubChaos:
     def __init__(self) -> None:
         from packaging.specifiers import SpecifierSet
 
-        from harness.known import KnownFailure
+        from harness.judge.known import KnownFailure
         self.env = SimpleNamespace(version="0.10.8")
         self.node_id = "soak"
         self.known = [KnownFailure("race", "box_gone[force_removed]", SpecifierSet("==0.10.8"),
@@ -199,7 +202,7 @@ def gone(status: str) -> Verdict:
 
 def test_a_known_race_that_showed_once_is_not_fixed_where_it_missed():
     chaos = StubChaos()
-    tally = soak.Tally(chaos)
+    tally = model.Tally(chaos)
     for status in (HOLDS, VIOLATED, HOLDS, HOLDS):
         tally.judge(gone(status), "b1")
     tally.settle()
@@ -209,7 +212,7 @@ def test_a_known_race_that_showed_once_is_not_fixed_where_it_missed():
 
 def test_a_known_failure_that_never_showed_in_the_run_is_fixed():
     chaos = StubChaos()
-    tally = soak.Tally(chaos)
+    tally = model.Tally(chaos)
     for _ in range(3):
         tally.judge(gone(HOLDS), "b1")
     assert chaos.judgements == []                  # not before the run is over
@@ -220,13 +223,13 @@ def test_a_known_failure_that_never_showed_in_the_run_is_fixed():
 
 def test_a_failure_is_judged_at_once_written_once_per_change_and_stops_a_replay():
     chaos = StubChaos()
-    tally = soak.Tally(chaos)
-    v = soak.op_as_modelled("stop", ["ok"], "no reply", "failed")
+    tally = model.Tally(chaos)
+    v = soak_checks.op_as_modelled("stop", ["ok"], "no reply", "failed")
     tally.judge(v, "b1")
     tally.judge(v, "b1")
     assert [j.outcome for j in chaos.judgements] == ["fail"] and len(chaos.events) == 1
-    with pytest.raises(soak.Reproduced):
-        soak.Tally(StubChaos(), stop_on=["op_as_modelled[stop]"]).judge(v, "b1")
+    with pytest.raises(model.Reproduced):
+        model.Tally(StubChaos(), stop_on=["op_as_modelled[stop]"]).judge(v, "b1")
 
 
 # -- shrinking ------------------------------------------------------------------------------------
@@ -239,7 +242,7 @@ def test_ddmin_finds_the_steps_a_failure_needs():
         calls.append(len(candidate))
         return {3, 17, 18}.issubset(candidate)
 
-    assert soak.ddmin(steps, fails, Deadline(60, "shrinking")) == [3, 17, 18]
+    assert shrink.ddmin(steps, fails, Deadline(60, "shrinking")) == [3, 17, 18]
     assert len(calls) < 80
 
 
@@ -249,52 +252,55 @@ def test_failures_first_seen_together_shrink_as_one_target_and_trends_do_not_shr
     failing = [f("record_failed[store]", 10), f("status_as_modelled[stopped.get_info]", 11),
                f("status_as_modelled[stopped.list_info]", 11), f("no_growth[host_fds]", 500, "run"),
                f("status_as_modelled[created.get_info]", 12, outcome="fixed")]
-    assert [t["checks"] for t in soak.shrink_targets(failing)] == [
+    assert [t["checks"] for t in shrink.shrink_targets(failing)] == [
         ["record_failed[store]"],
         ["status_as_modelled[stopped.get_info]", "status_as_modelled[stopped.list_info]"]]
 
 
 def test_ddmin_stops_at_its_deadline_with_what_it_has():
     steps = list(range(10))
-    assert soak.ddmin(steps, lambda c: True, Deadline(0, "no time")) == steps
+    assert shrink.ddmin(steps, lambda c: True, Deadline(0, "no time")) == steps
 
 
 # -- progress, budget, command line ---------------------------------------------------------------
 
 def test_the_progress_line_is_redrawn_on_a_terminal_and_printed_whole_elsewhere():
+    world = SimpleNamespace(t0=0.0, boxes={}, faults={"kill_shim": 2}, cycles=3,
+                            schedule=[{}] * 7, tally=model.Tally(SimpleNamespace()))
+    line = driver.progress_line(world, driver.Budget(cycles=5))
+    assert "step 7 cycles 3" in line and "faults kill_shim 2" in line and "2 cycles left" in line
     tty, log = io.StringIO(), io.StringIO()
-    on_tty = soak.Progress(tty, tty=True)
-    if on_tty._live is None:        # rich is optional; without it a carriage return redraws
-        on_tty.update("soak 0:01 | step 1", force=True)
-        on_tty.update("soak 0:02 | step 2", force=True)
-        on_tty.close()
-        assert tty.getvalue().count("\r") == 2 and tty.getvalue().endswith("\n")
-    plain = soak.Progress(log, tty=False, every_s=3600)
-    plain.update("soak 0:01 | step 1")
-    plain.update("soak 0:02 | step 2")          # within every_s: not printed
-    assert log.getvalue() == "soak 0:01 | step 1\n"
+    on_tty = driver.Progress(tty, tty=True)         # rich redraws the line in place
+    on_tty.update("soak 0:01 | step 1", force=True)
+    on_tty.update(line, force=True)
+    on_tty.close()
+    assert "step 7 cycles 3" in tty.getvalue() and "\x1b[" in tty.getvalue()
+    plain = driver.Progress(log, tty=False, every_s=3600)
+    plain.update(line)
+    plain.update("soak 0:02 | step 8")          # within every_s: not printed
+    assert log.getvalue() == line + "\n"
 
 
 def test_budget_by_time_or_by_cycles():
-    assert soak.Budget(duration_s=60).spent(61, 0)
-    assert not soak.Budget(duration_s=60).spent(10, 999)
-    assert soak.Budget(cycles=5).spent(1, 5) and soak.Budget(cycles=5).left(0, 2) == \
+    assert driver.Budget(duration_s=60).spent(61, 0)
+    assert not driver.Budget(duration_s=60).spent(10, 999)
+    assert driver.Budget(cycles=5).spent(1, 5) and driver.Budget(cycles=5).left(0, 2) == \
         "3 cycles left"
-    assert soak.Budget(duration_s=3700).left(0, 0) == "1:01:40 left"
+    assert driver.Budget(duration_s=3700).left(0, 0) == "1:01:40 left"
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("30m", 1800),
                                            ("1.5h", 5400)])
 def test_durations_parse(text, seconds):
-    assert soak.parse_duration(text) == seconds
+    assert cli.parse_duration(text) == seconds
 
 
 def test_the_soak_subcommand_needs_exactly_one_budget():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd")
-    soak.add_parser(sub)
+    cli.add_parser(sub)
     args = parser.parse_args(["soak", "--cycles", "3", "--seed", "7", "--bench"])
-    assert (args.cycles, args.seed, args.bench, args.fn) == (3, 7, True, soak.cmd_soak)
+    assert (args.cycles, args.seed, args.bench, args.fn) == (3, 7, True, cli.cmd_soak)
     for bad in (["soak"], ["soak", "--cycles", "3", "--duration", "1m"],
                 ["soak", "--duration", "soon"]):
         with pytest.raises(SystemExit):
@@ -302,8 +308,8 @@ def test_the_soak_subcommand_needs_exactly_one_budget():
 
 
 def test_every_rule_of_the_machine_is_one_the_driver_weighs():
-    machine_rules = {r.function.__name__ for r in soak.SoakMachine.setup_state().rules}
-    assert machine_rules == set(soak.RULES) == {
+    machine_rules = {r.function.__name__ for r in machine.SoakMachine.setup_state().rules}
+    assert machine_rules == set(model.RULES) == {
         "create", "start", "freeze_shim", "crash_shim", "terminate_host", "kill_host",
         "restart_host", "stop", "remove", "force_remove", "wait"}
 
@@ -349,10 +355,10 @@ def test_a_soak_history_extracts_as_a_replayable_schedule():
 # -- every soak check's violating case (tests/test_checks.py collects VIOLATING from here) --------
 
 VIOLATING: dict[str, Callable[[], Verdict]] = {
-    "status_as_modelled": lambda: soak.status_as_modelled(read("store.stopped", "configured"),
-                                                          ("stopped", "failed"), "stopped"),
-    "op_as_modelled": lambda: soak.op_as_modelled("stop", ["ok"], "no reply", "failed"),
-    "processes_follow_boxes": lambda: soak.processes_follow_boxes([box(age_s=30.0)],
+    "status_as_modelled": lambda: soak_checks.status_as_modelled(
+        read("store.stopped", "configured"), ("stopped", "failed"), "stopped"),
+    "op_as_modelled": lambda: soak_checks.op_as_modelled("stop", ["ok"], "no reply", "failed"),
+    "processes_follow_boxes": lambda: soak_checks.processes_follow_boxes([box(age_s=30.0)],
                                                                   {"ID1": [PROC]}),
 }
 
@@ -373,8 +379,8 @@ def test_disk_usage_skips_what_it_is_told_and_counts_allocated_blocks(tmp_path: 
     (tmp_path / "db" / "store").write_bytes(b"y" * 100_000)
     with open(tmp_path / "sparse.img", "wb") as fh:          # 1 GiB apparent, nothing written
         fh.truncate(2**30)
-    whole = soak.disk_kib(tmp_path)
-    without_logs = soak.disk_kib(tmp_path, skip=("logs",))
+    whole = probes.disk_kib(tmp_path)
+    without_logs = probes.disk_kib(tmp_path, skip=("logs",))
     assert whole - without_logs >= 190
     assert 90 <= without_logs < 1024
 
@@ -382,8 +388,8 @@ def test_disk_usage_skips_what_it_is_told_and_counts_allocated_blocks(tmp_path: 
 def test_box_processes_and_zombies_see_only_what_is_below_the_root():
     child = subprocess.Popen(["sleep", "30"])
     try:
-        assert soak.box_processes(child.pid) == {}          # sleep has no runtime children
-        assert soak.zombie_count(child.pid) == 0
+        assert probes.box_processes(child.pid) == {}          # sleep has no runtime children
+        assert probes.zombie_count(child.pid) == 0
     finally:
         child.kill()
         child.wait()

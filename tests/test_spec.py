@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness.errors import SpecError
+from harness.common.errors import SpecError
 from harness.runtime import spec as spec_module
 from harness.runtime.spec import DEFAULT_SPEC, RuntimeSpec, ensure_runtime, venv_root
 

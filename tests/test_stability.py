@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import SetupError
-from harness.report.stability import build_stability, render_stability_table
+from harness.common.errors import SetupError
+from harness.jobs.repeat.stability import build_stability, render_stability_table
 
 A = "scenarios/init/test_a.py::test_shim_crash"
 B = "scenarios/init/test_b.py::test_guest_hang[exit]"
@@ -235,7 +235,7 @@ def test_no_runs_is_an_error(tmp_path):
 def test_runs_of_different_or_edited_harness_code_are_flagged(tmp_path):
     import json as _json
 
-    from harness.report.stability import build_stability, render_stability_table
+    from harness.jobs.repeat.stability import build_stability, render_stability_table
     runs = []
     for i, commit in enumerate(["abc123", "abc123-dirty"], start=1):
         run = tmp_path / f"run-{i}"

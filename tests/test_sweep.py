@@ -1,5 +1,5 @@
-"""The sweep's decisions (harness.sweep): what a dead run left goes, with its sizes; nothing of
-a live run, nothing without our marker, never a process that is not provably ours.
+"""The sweep's decisions (harness.leftovers.sweep): what a dead run left goes, with its sizes;
+nothing of a live run, nothing without our marker, never a process that is not provably ours.
 
 Folders live under tmp_path (the sweep is given it as its root) and the index under a
 private cache; processes are real children of this test, marked or not."""
@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import sweep
-from harness.sweep import MARKER, OWNER_ENV, Owner, ProcInfo
+from harness.leftovers import sweep
+from harness.leftovers.sweep import MARKER, OWNER_ENV, Owner, ProcInfo
 
 
 @pytest.fixture(autouse=True)

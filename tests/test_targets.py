@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
-from harness.errors import SpecError
+from harness.common.errors import SpecError
 from harness.faults.shim import Proc
+from harness.jobs.conformance import matrix as conformance
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
 from harness.observe.processes import ProcRecord
 from harness.runtime.spec import DEFAULT_SPEC
-from harness.targets import conformance, pattern
+from harness.targets import pattern
 from harness.targets.base import RecordView, TargetUnavailable, alive, mounts_under, unmount_under
 from harness.targets.docker import (
     LONGEST_SOCKET,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.history import History
+from harness.observe.history import History
 
 
 @dataclass

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from harness.common.wait import wait_for
 from harness.faults.base import Fault
-from harness.wait import wait_for
 
 
 @dataclass(frozen=True)

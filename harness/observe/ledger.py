@@ -16,9 +16,9 @@ from typing import Any
 
 import psutil
 
+from harness.common.wait import poll_until
 from harness.observe.processes import classify
 from harness.observe.records import store_rows
-from harness.wait import poll_until
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from harness.wait import Deadline, poll_until
+from harness.common.wait import Deadline, poll_until
 
 PR_SET_CHILD_SUBREAPER = 36
 SAMPLE_INTERVAL_S = 0.1

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HostError
+from harness.common.errors import HostError
 from harness.runtime.host import RuntimeHost, RuntimeOpError
 
 TRANSITIONAL = ("configured", "stopping", "unknown")

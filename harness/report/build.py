@@ -18,15 +18,15 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from harness.checks import UNKNOWN
-from harness.errors import HarnessError, HistoryError
-from harness.history import read_history
-from harness.known import FAILING, FIXED, KNOWN, KnownFailure, load_table
+from harness.common.errors import HarnessError, HistoryError
+from harness.judge.checks import UNKNOWN
+from harness.judge.known import FAILING, FIXED, KNOWN, KnownFailure, load_table
+from harness.observe.history import read_history
 from harness.report.plots import timeline_png, trend_pngs
 from harness.report.timeline import Timeline, build_timeline, last_run
 
 MAX_ARTIFACT_LINKS = 200
-# A non-strict known failure's check that held (harness.known.UNSEEN, where it exists).
+# A non-strict known failure's check that held (harness.judge.known.UNSEEN, where it exists).
 UNSEEN = "unseen"
 
 
@@ -263,7 +263,7 @@ def soak_view(data: Any) -> dict[str, Any]:
 
 
 def flake_rows(data: Any) -> dict[str, Any]:
-    """stability.json (harness.report.stability): its flaky checks and scenarios, and the
+    """stability.json (harness.jobs.repeat.stability): its flaky checks and scenarios, and the
     figures of the summary line."""
     if not isinstance(data, dict):
         return {"checks": [], "races": [], "scenarios": [], "summary": {}}

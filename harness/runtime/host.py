@@ -20,10 +20,10 @@ from typing import Any
 
 import psutil
 
-from harness.errors import HostError
-from harness.history import History
+from harness.common.errors import HostError
+from harness.common.wait import Deadline
+from harness.observe.history import History
 from harness.runtime.spec import RuntimeEnv
-from harness.wait import Deadline
 
 HOST_MAIN = Path(__file__).with_name("host_main.py")
 READY_TIMEOUT_S = 60.0

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import SpecError
-from harness.paths import cache_root, locked
+from harness.common.errors import SpecError
+from harness.common.paths import cache_root, locked
 
 # The runtime a plain run judges: the latest release. Pinned here and nowhere else.
 DEFAULT_SPEC = "boxlite==0.10.8"

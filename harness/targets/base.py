@@ -24,10 +24,10 @@ from typing import Any
 
 import psutil
 
-from harness.errors import HarnessError
+from harness.common.errors import HarnessError
+from harness.common.wait import WaitTimeout, poll_until, wait_for
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import Proc
-from harness.wait import WaitTimeout, poll_until, wait_for
 
 # The pattern's bound for a daemon told to stop (upstream's runner: a 60 s stop timeout).
 STOP_BOUND_S = 60.0

@@ -5,7 +5,7 @@ bwrap, shim and VM processes are its helpers.
 A start that fails: here every VM fails on its own about 17 s after start (nested PVM); where
 guests boot, a box starved of memory fails instead. Releases before 0.10 pull their guest base
 image at first start, so they run only against a local registry on loopback
-(harness.registry); without one they are unavailable, never pointed at the network.
+(harness.runtime.registry); without one they are unavailable, never pointed at the network.
 """
 
 from __future__ import annotations
@@ -17,20 +17,21 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from harness.checks import SETTLED
-from harness.errors import HarnessError, HostError
+from harness.common.errors import HarnessError, HostError
+from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import Proc, box_tree, freeze_box, kill_shim, wait_for_shim
-from harness.history import History
-from harness.image import BusyboxImage
+from harness.judge.checks import SETTLED
+from harness.leftovers.sweep import mark
+from harness.observe.history import History
 from harness.observe.processes import classify
 from harness.observe.records import RecordRead, read_host, read_store
-from harness.registry import LocalRegistry, needs_registry
 from harness.runtime.host import RUNNER, HostFactory, RuntimeHost, RuntimeOpError
+from harness.runtime.image import BusyboxImage
+from harness.runtime.registry import LocalRegistry, needs_registry
 from harness.runtime.spec import RuntimeEnv
-from harness.shutdown import arrange, failed_box_options
-from harness.steps import START_BOUND_S
-from harness.sweep import mark
+from harness.scenario.shutdown import arrange, failed_box_options
+from harness.scenario.steps import START_BOUND_S
 from harness.targets.base import (
     HELPERS_GONE_S,
     Cleanup,
@@ -46,7 +47,6 @@ from harness.targets.base import (
     scan,
     short_root,
 )
-from harness.wait import WaitTimeout, wait_for
 
 # The longest socket a home holds (0.9.x bind it there; 0.10.x use /tmp/bl-<uid>/).
 LONGEST_SOCKET = "home1/boxes/XXXXXXXXXXXX/sockets/ready.sock"

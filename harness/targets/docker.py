@@ -34,11 +34,12 @@ import docker.errors
 import psutil
 import requests
 
+from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import KillShim, Proc
-from harness.history import History
-from harness.image import BUSYBOX, _layer_tar
-from harness.sweep import mark, release
+from harness.leftovers.sweep import mark, release
+from harness.observe.history import History
+from harness.runtime.image import BUSYBOX, _layer_tar
 from harness.targets.base import (
     STOP_BOUND_S,
     Cleanup,
@@ -54,7 +55,6 @@ from harness.targets.base import (
     short_root,
     unmount_under,
 )
-from harness.wait import WaitTimeout, wait_for
 
 DOCKERD = "dockerd"
 READY_TIMEOUT_S = 60.0

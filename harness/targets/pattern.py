@@ -4,7 +4,8 @@ Docker, containerd, Kata and Daytona follow it, and upstream named it when BoxLi
 keep failed records: a failed start keeps the record with its error; the record outlives a
 daemon restart; only an explicit delete removes it; nothing of a failed instance keeps
 running; a daemon told to stop is gone, whole, within its bound. The SIGTERM and zombie parts
-reuse harness.checks (within_bound, no_zombies) and harness.shutdown (runtime_gone_within).
+reuse harness.judge.checks (within_bound, no_zombies) and harness.scenario.shutdown
+(runtime_gone_within).
 Self-tests: tests/test_targets.py.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from harness.checks import HOLDS, UNKNOWN, VIOLATED, Verdict, check
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict, check
 from harness.targets.base import RecordView
 
 

@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import checks
-from harness.context import raise_if_failing
+from harness.common.wait import poll_until
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import Proc
-from harness.history import History
-from harness.known import Judgement, KnownFailure, judge
+from harness.judge import checks
+from harness.judge.known import Judgement, KnownFailure, judge
+from harness.observe.history import History
 from harness.observe.processes import ProcessLedger, ProcRecord, Sample
-from harness.shutdown import runtime_gone_within
+from harness.scenario.context import raise_if_failing
+from harness.scenario.shutdown import runtime_gone_within
 from harness.targets import pattern
 from harness.targets.base import STOP_BOUND_S, Cleanup, Target, cmdline, describe, watch_ends
-from harness.wait import poll_until
 
 CONFORMANCE_ROWS = "conformance.jsonl"
 # A process that ends within this long of its daemon's exit ended with it (the poll interval

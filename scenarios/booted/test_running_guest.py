@@ -13,13 +13,13 @@ import time
 
 import pytest
 
-from harness import checks
+from harness.common.wait import wait_for
 from harness.faults.shim import box_tree, freeze_box, kill_shim, wait_for_shim
+from harness.judge import checks
 from harness.observe.records import store_rows
 from harness.runtime.host import RUNNER, RuntimeOpError
-from harness.shutdown import SHUTDOWN_BOUND_S
-from harness.steps import create_box, read_live
-from harness.wait import wait_for
+from harness.scenario.shutdown import SHUTDOWN_BOUND_S
+from harness.scenario.steps import create_box, read_live
 
 pytestmark = pytest.mark.tier("booted")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.image import busybox_image
+from harness.common.errors import HarnessError
 from harness.plugin import _slug, report_key, world_key
+from harness.runtime.image import busybox_image
 from harness.runtime.spec import ensure_runtime
 from harness.targets.base import Target, TargetUnavailable
 from harness.targets.scenario import TargetScenario, append_row

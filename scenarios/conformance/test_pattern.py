@@ -16,7 +16,7 @@ import signal
 
 import pytest
 
-from harness import checks
+from harness.judge import checks
 from harness.targets import pattern
 from harness.targets.base import HELPERS_GONE_S
 from harness.targets.scenario import stop_daemon

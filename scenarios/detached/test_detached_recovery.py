@@ -18,8 +18,9 @@ folder or socket folder (#118); never two shims of one box at once (#565); no zo
 
 import pytest
 
-from harness import checks
-from harness.recovery import (
+from harness.judge import recovery_checks
+from harness.runtime.host import RuntimeOpError
+from harness.scenario.recovery import (
     PHASES,
     crash_and_wait_until_gone,
     judge_one_shim_per_box,
@@ -28,7 +29,6 @@ from harness.recovery import (
     orphan_detached_box,
     read_against_reality,
 )
-from harness.runtime.host import RuntimeOpError
 
 pytestmark = pytest.mark.tier("init")
 
@@ -52,7 +52,7 @@ def test_fresh_runtime_recovers_a_detached_box(chaos, phase, sig, liveness):
         op_then_processes(chaos, fresh, orphan, "stop", then=lambda: read_against_reality(
             chaos, fresh, orphan, "after_stop"))
     error = op_then_processes(chaos, fresh, orphan, "remove", force=True)
-    chaos.judge(checks.op_succeeded("remove_force", error))
+    chaos.judge(recovery_checks.op_succeeded("remove_force", error))
     judge_removed(chaos, fresh, orphan, "after_remove")
     judge_one_shim_per_box(chaos, orphan)
 
@@ -64,7 +64,7 @@ def test_force_remove_of_a_recovered_box_ends_it(chaos, sig):
     orphan = orphan_detached_box(chaos, "connect_wait", sig)
     fresh = chaos.restart(orphan.dead_host)
     error = op_then_processes(chaos, fresh, orphan, "remove", force=True)
-    chaos.judge(checks.op_succeeded("remove_force", error))
+    chaos.judge(recovery_checks.op_succeeded("remove_force", error))
     judge_removed(chaos, fresh, orphan, "after_remove")
     judge_one_shim_per_box(chaos, orphan)
 
@@ -76,12 +76,12 @@ def test_recovered_box_answers_get_remove_and_start(chaos):
     orphan = orphan_detached_box(chaos, "connect_wait", "SIGKILL")
     fresh = chaos.restart(orphan.dead_host)
     got, err = fresh.try_call("get_info", timeout_s=30, box_id=orphan.box_id)
-    chaos.judge(checks.op_succeeded("get", None if got else
+    chaos.judge(recovery_checks.op_succeeded("get", None if got else
                                     {"message": f"no box: {err.message if err else got}"}))
     answer: dict = {}
     error = op_then_processes(chaos, fresh, orphan, "remove", then=lambda: answer.update(
         left=orphan.processes()))
-    chaos.judge(checks.remove_refuses_or_ends(error, answer.get("left", []), fresh.alive))
+    chaos.judge(recovery_checks.remove_refuses_or_ends(error, answer.get("left", []), fresh.alive))
     if error is None:
         judge_removed(chaos, fresh, orphan, "after_remove")
     else:

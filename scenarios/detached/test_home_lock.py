@@ -8,10 +8,10 @@ with it and a fresh runtime opens the home.
 
 import pytest
 
-from harness import checks
-from harness.errors import HostError
-from harness.recovery import FLAVOUR
+from harness.common.errors import HostError
+from harness.judge import recovery_checks
 from harness.runtime.host import RuntimeOpError
+from harness.scenario.recovery import FLAVOUR
 
 pytestmark = pytest.mark.tier("init")
 
@@ -30,12 +30,12 @@ def test_a_home_takes_one_runtime_at_a_time(chaos):
         answers = any(i["id"] == box for i in first.call("list_info", timeout_s=30))
     except (HostError, RuntimeOpError):
         answers = False
-    chaos.judge(checks.home_lock_holds(second_error, answers))
+    chaos.judge(recovery_checks.home_lock_holds(second_error, answers))
 
     # The lock dies with its holder: a fresh runtime opens the home and sees the box.
     first.kill()
     first.wait_exit(30.0)
     fresh = chaos.restart(first)
     got, err = fresh.try_call("get_info", timeout_s=30, box_id=box)
-    chaos.judge(checks.op_succeeded("get_after_holder_died", None if got else
+    chaos.judge(recovery_checks.op_succeeded("get_after_holder_died", None if got else
                                     {"message": f"no box: {err.message if err else got}"}))

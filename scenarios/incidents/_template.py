@@ -12,9 +12,9 @@ Pinned reproduction: the fault and the moment it lands. Then what must hold, on 
 
 import pytest
 
-from harness import checks
+from harness.judge import checks
 from harness.runtime.host import RUNNER
-from harness.steps import create_box, judge_failed_record, start_with_fault
+from harness.scenario.steps import create_box, judge_failed_record, start_with_fault
 
 # "init" when the incident happens before the guest connects; "booted" when it needs a
 # running guest (skipped, with the reason, where VMs do not boot).

@@ -10,11 +10,11 @@ disks must be on the host exactly while its record exists.
 
 import pytest
 
-from harness import checks
+from harness.judge import checks
 from harness.observe.boxes import box_disks
 from harness.observe.records import read_store
 from harness.runtime.host import RUNNER
-from harness.steps import create_box, judge_failed_record, start_with_fault
+from harness.scenario.steps import create_box, judge_failed_record, start_with_fault
 
 pytestmark = pytest.mark.tier("init")
 

@@ -13,13 +13,13 @@ may run, and the record must not say `stopped` over a live VM (#434's symptom).
 
 import pytest
 
-from harness.facts import machine_facts
-from harness.recovery import (
+from harness.scenario.recovery import (
     judge_one_shim_per_box,
     op_then_processes,
     orphan_detached_box,
     read_against_reality,
 )
+from harness.session.facts import machine_facts
 
 pytestmark = pytest.mark.tier("init")
 

@@ -9,8 +9,8 @@ a timeout when the wait ran out first (a heavily loaded host can be that slow).
 
 import pytest
 
-from harness import checks
-from harness.steps import (
+from harness.judge import checks
+from harness.scenario.steps import (
     ENDINGS,
     create_box,
     judge_failed_record,

@@ -9,10 +9,11 @@ cleanly: never a record stuck in a transitional status.
 
 import pytest
 
-from harness import checks
+from harness.common.wait import hold
 from harness.faults.shim import freeze_box, wait_for_shim
+from harness.judge import checks
 from harness.observe.logs import runtime_log, timeout_evidence
-from harness.steps import (
+from harness.scenario.steps import (
     ENDINGS,
     create_box,
     judge_failed_record,
@@ -20,7 +21,6 @@ from harness.steps import (
     read_live,
     start_with_fault,
 )
-from harness.wait import hold
 
 pytestmark = pytest.mark.tier("init")
 

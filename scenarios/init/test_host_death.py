@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from harness import checks
+from harness.common.wait import WaitTimeout, hold, wait_for
 from harness.faults.shim import wait_for_shim
+from harness.judge import checks
 from harness.observe.logs import runtime_log
 from harness.observe.records import store_integrity, store_rows
 from harness.runtime.host import RuntimeOpError
-from harness.steps import create_box
-from harness.wait import WaitTimeout, hold, wait_for
+from harness.scenario.steps import create_box
 
 pytestmark = pytest.mark.tier("init")
 

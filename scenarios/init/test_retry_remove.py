@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import checks
+from harness.judge import checks
 from harness.observe.records import store_integrity
-from harness.steps import create_box, read_fresh, read_live, start_with_fault
+from harness.scenario.steps import create_box, read_fresh, read_live, start_with_fault
 
 pytestmark = pytest.mark.tier("init")
 

@@ -4,8 +4,8 @@ the shim's exit."""
 
 import pytest
 
-from harness import checks
-from harness.steps import create_box, judge_failed_record, start_with_fault
+from harness.judge import checks
+from harness.scenario.steps import create_box, judge_failed_record, start_with_fault
 
 pytestmark = pytest.mark.tier("init")
 

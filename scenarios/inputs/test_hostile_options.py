@@ -8,14 +8,14 @@ within 10 s of its removal, and a well-formed box created right after still gets
 
 Seeds: every kind runs once as an explicit example, and so does every case pinned in
 fixtures/hostile_cases.jsonl; then hypothesis generates more from the run's seed (the gate's
-committed seed unless `gate --seed S` or `--explore` says otherwise, see harness.seeds), so
+committed seed unless `gate --seed S` or `--explore` says otherwise, see harness.session.seeds), so
 two runs on one runtime judge the same cases. A failing case is shrunk, kept in hypothesis's
 example database in the run's report folder (replayed first by the next run into that
 folder), and written to the history as a `hostile_failure` note with its options; hypothesis
 prints its reproduction blob. An exploring run also writes each violated generated case to
 the run folder, ready to pin.
 
-Shards: each family runs as a few gate units side by side (`hostile.SHARD_KINDS`, e.g.
+Shards: each family runs as a few gate units side by side (`shards.SHARD_KINDS`, e.g.
 `test_hostile_options[process-entrypoint]`). A shard draws its family's whole sequence from
 the family's seed and runs the cases of its own kinds, so every case still runs, in exactly
 one shard, and each kind's verdicts keep their ids and are judged once, over all its cases.
@@ -26,8 +26,11 @@ import os
 import pytest
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from harness import hostile, seeds
-from harness.steps import end_judged_vm
+from harness.jobs.hostile import attempt, shards
+from harness.jobs.hostile import checks as case_checks
+from harness.jobs.hostile import runner as hostile_runner
+from harness.scenario.steps import end_judged_vm
+from harness.session import seeds
 
 pytestmark = pytest.mark.tier("init")
 
@@ -46,13 +49,13 @@ MAX_EXAMPLES = int(_examples)
 BUDGET_S = 180.0
 
 
-@pytest.mark.parametrize("shard", hostile.all_shards(), ids=lambda s: s.id)
+@pytest.mark.parametrize("shard", shards.all_shards(), ids=lambda s: s.id)
 def test_hostile_options(chaos, report_dir, shard):
-    runner = hostile.HostileRunner(chaos, shard.family, budget_s=BUDGET_S, shard=shard)
+    runner = hostile_runner.HostileRunner(chaos, shard.family, budget_s=BUDGET_S, shard=shard)
     run_seed = seeds.run_seed()
     chaos.note(hostile_generated_max=MAX_EXAMPLES, seed=run_seed, exploring=seeds.exploring(),
                shard=shard.id, kinds=list(shard.kinds))
-    runner.explore(hostile.shard_test(
+    runner.explore(shards.shard_test(
         shard, runner.run, MAX_EXAMPLES, run_seed,
         DirectoryBasedExampleDatabase(str(report_dir / "hypothesis"))))
 
@@ -65,19 +68,19 @@ def test_force_remove_while_starting_ends_the_box(chaos):
     processes are gone within the watchdog bound of its removal. Once judged, the harness
     kills the shim it recorded, so the start answers without the VM spinning to its end."""
     host = chaos.host()
-    before = hostile.runtime_processes(chaos.ledger)
-    box = host.call("create", timeout_s=hostile.CREATE_BOUND_S, options=chaos.box_options(),
+    before = attempt.runtime_processes(chaos.ledger)
+    box = host.call("create", timeout_s=attempt.CREATE_BOUND_S, options=chaos.box_options(),
                     name="force-removed")["id"]
     fut = host.send("start", box_id=box)
-    tree, stage = hostile.watch_start(host, box, fut, hostile.START_BOUND_S)
+    tree, stage = attempt.watch_start(host, box, fut, attempt.START_BOUND_S)
     chaos.note(stage_at_remove=stage, tree=[p.pid for p in tree or []])
     assert stage == "vcpus_running", f"the box's VM did not start its vCPUs (got to {stage})"
-    _, removed = hostile.answer_of(host, lambda: host.call(
-        "remove", timeout_s=hostile.REMOVE_BOUND_S, box_id=box, force=True),
-        hostile.REMOVE_BOUND_S)
-    chaos.judge(*(hostile.specialize(v, "force_remove_while_starting") for v in (
-        hostile.answered_cleanly("remove", removed),
-        hostile.judge_processes_gone(chaos.ledger, before))))
+    _, removed = attempt.answer_of(host, lambda: host.call(
+        "remove", timeout_s=attempt.REMOVE_BOUND_S, box_id=box, force=True),
+        attempt.REMOVE_BOUND_S)
+    chaos.judge(*(case_checks.specialize(v, "force_remove_while_starting") for v in (
+        case_checks.answered_cleanly("remove", removed),
+        attempt.judge_processes_gone(chaos.ledger, before))))
     end_judged_vm(chaos, host.home, box, tree, "case_processes_gone after the force-remove")
-    _, started = hostile.answer_of(host, lambda: host.result(fut, 60), 60)
+    _, started = attempt.answer_of(host, lambda: host.result(fut, 60), 60)
     chaos.note(start_after_force_remove=started)

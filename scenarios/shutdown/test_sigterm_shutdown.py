@@ -11,9 +11,15 @@ still failed with its cause, and every read path agreeing.
 
 import pytest
 
-from harness import checks
+from harness.judge import checks
 from harness.observe.logs import runtime_log
-from harness.shutdown import CASES, arrange, failed_box_options, record_verdicts, signal_host
+from harness.scenario.shutdown import (
+    CASES,
+    arrange,
+    failed_box_options,
+    record_verdicts,
+    signal_host,
+)
 
 pytestmark = pytest.mark.tier("init")
 

@@ -15,20 +15,15 @@ import time
 
 import pytest
 
-from harness import checks
+from harness.common.wait import poll_until
 from harness.faults.shim import wait_for_vcpus
+from harness.jobs.soak.checks import processes_follow_boxes, status_as_modelled
+from harness.jobs.soak.model import AFTER_STOP, FAILED
+from harness.jobs.soak.probes import box_processes, socket_dir
+from harness.judge import checks
 from harness.observe.records import read_host, read_store
 from harness.runtime.host import RUNNER, RuntimeOpError
-from harness.soak import (
-    AFTER_STOP,
-    FAILED,
-    box_processes,
-    processes_follow_boxes,
-    socket_dir,
-    status_as_modelled,
-)
-from harness.steps import START_BOUND_S, create_box, end_judged_vm, start_with_fault
-from harness.wait import poll_until
+from harness.scenario.steps import START_BOUND_S, create_box, end_judged_vm, start_with_fault
 
 pytestmark = pytest.mark.tier("init")
 

@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from harness import checks
+from harness.common.wait import wait_for
 from harness.faults.shim import box_tree
+from harness.judge import checks
 from harness.observe import ledger
 from harness.runtime.host import RuntimeOpError
-from harness.steps import create_box, end_judged_vm, start_with_fault
-from harness.wait import wait_for
+from harness.scenario.steps import create_box, end_judged_vm, start_with_fault
 
 pytestmark = pytest.mark.tier("init")
 

@@ -1,0 +1,766 @@
+"""Owner markers on the folders a run makes outside its report, and the sweep that removes what
+dead runs left there: the folders, their mounts and cgroups, and the processes provably theirs.
+
+Every such folder (runtime homes `/tmp/bxc-*`, a conformance target's `/tmp/chaos-*`, a private
+dockerd's root, the loopback registry's folder) holds MARKER: the pid and start time of the
+process that made it (its owner) and of the run it belongs to (the gate, soak, ... that
+started that process). Folders outside /tmp are also listed in the index (`<cache>/owned/`).
+
+A folder is swept only when its marker says so: its owner is dead (gone, a zombie, or the pid
+now names another process: the start time differs, or the machine rebooted) and so is its
+run, unless the run itself is sweeping its own dead workers' folders. Nothing without a
+readable marker is ever touched. A process is killed only when it refers to a swept folder
+(command line or working directory) AND carries the owner's OWNER_ENV (inherited from the
+owner: hosts, bwraps, dockerd, registries), or descends from a live process that does (a box's
+VM, whose environment bwrap clears), or sits in one of the folder's marked cgroups; any other
+process that refers to it is reported, never killed, and the folder stays while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from harness.common.paths import cache_root
+
+MARKER = ".boxlite-chaos-owner.json"
+# Environment variables every process a run starts inherits. Not BOXLITE_*: the runtime host
+# drops those from its children's environment.
+OWNER_ENV = "BXC_OWNER"
+RUN_ENV = "BXC_RUN"
+# Where a run makes its short-lived folders (runtime homes): /tmp, or $BOXLITE_CHAOS_TMP.
+TMP_ENV = "BOXLITE_CHAOS_TMP"
+
+
+def tmp_root() -> Path:
+    return Path(os.environ.get(TMP_ENV) or "/tmp")
+
+
+def roots() -> tuple[Path, ...]:
+    """Where the sweep looks for marked folders (one level down), besides the index."""
+    return (tmp_root(),)
+
+# Folders a run of ours makes directly under /tmp, by name (for the "left alone" count of
+# markerless folders, e.g. from a harness that predates markers).
+OUR_PREFIXES = ("bxc-", "chaos-")
+KILL_WAIT_S = 5.0
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def index_dir() -> Path:
+    return cache_root() / "owned"
+
+
+# -- identities -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Owner:
+    """A process by pid and start time: `token` is how markers and environments carry it."""
+
+    pid: int
+    create_time: float
+
+    @property
+    def token(self) -> str:
+        return f"{self.pid}:{self.create_time!r}"
+
+    @classmethod
+    def parse(cls, token: str | None) -> Owner | None:
+        try:
+            pid, ct = str(token).split(":", 1)
+            return cls(int(pid), float(ct))
+        except (ValueError, AttributeError):
+            return None
+
+    @classmethod
+    def of(cls, pid: int) -> Owner | None:
+        try:
+            return cls(pid, psutil.Process(pid).create_time())
+        except psutil.Error:
+            return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "create_time": self.create_time}
+
+
+_me: Owner | None = None
+
+
+def me() -> Owner:
+    global _me
+    if _me is None or _me.pid != os.getpid():          # forked: another process
+        _me = Owner.of(os.getpid())
+        assert _me is not None
+    return _me
+
+
+def claim_run() -> Owner:
+    """This process starts a run (a CLI job, a pytest controller): its children inherit the
+    run's identity."""
+    os.environ[RUN_ENV] = me().token
+    os.environ[OWNER_ENV] = me().token
+    return me()
+
+
+def run_owner() -> Owner:
+    return Owner.parse(os.environ.get(RUN_ENV)) or claim_run()
+
+
+def alive(owner: Owner) -> bool | None:
+    """True: that very process runs. False: it is gone (a zombie has ended). None: cannot tell
+    (not allowed to look): never swept."""
+    try:
+        p = psutil.Process(owner.pid)
+        return p.create_time() == owner.create_time and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return None
+
+
+# -- markers --------------------------------------------------------------------------------
+
+def mark(folder: Path, kind: str, *, remove: Iterable[str] = (".",),
+         cgroups: Iterable[str] = (), owner: Owner | None = None, run: Owner | None = None,
+         **note: Any) -> Path:
+    """Write `folder`'s owner marker (atomically: a half-written one is never read) and list
+    it in the index. `remove`: what a sweep removes, relative to the folder ("." for all of
+    it); `cgroups`: folders under /sys/fs/cgroup a sweep may rmdir (when empty); `note`:
+    anything a person, or the sweep (`workdir`: where a scenario's artifacts go), needs.
+    The owner is this process and the run its run, unless given (tests)."""
+    if owner is None:
+        owner = me()
+        os.environ[OWNER_ENV] = owner.token     # what this process starts carries it
+    run = run or run_owner()
+    folder = Path(folder).resolve()
+    try:
+        cmd = " ".join(psutil.Process().cmdline())[:300]
+    except psutil.Error:
+        cmd = ""
+    data = {"owner": {**owner.to_json(), "cmd": cmd}, "run": run.to_json(),
+            "boot_id": boot_id(), "kind": kind, "path": str(folder),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "remove": list(remove), "cgroups": [str(c) for c in cgroups], "note": note}
+    _write_atomic(folder / MARKER, json.dumps(data, indent=1, default=str))
+    if folder.parent in roots():
+        return folder / MARKER          # found by scanning its root
+    try:
+        idx = index_dir()
+        idx.mkdir(parents=True, exist_ok=True)
+        _write_atomic(idx / _index_name(folder), json.dumps({"path": str(folder)}))
+    except OSError:
+        pass            # the index only finds folders outside /tmp; the marker is what counts
+    return folder / MARKER
+
+
+def release(folder: Path) -> None:
+    """The owner is done with `folder` (removed it, or left it clean in the report): its
+    marker and index entry go."""
+    folder = Path(folder).resolve()
+    for path in (folder / MARKER, index_dir() / _index_name(folder)):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _index_name(folder: Path) -> str:
+    return hashlib.sha256(str(folder).encode()).hexdigest()[:24] + ".json"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The folder's marker, or None when it has none or it cannot be read as one."""
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("owner"), dict):
+        return None
+    return data
+
+
+def _owner_of(data: dict[str, Any], key: str) -> Owner | None:
+    raw = data.get(key) or {}
+    try:
+        return Owner(int(raw["pid"]), float(raw["create_time"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def marked_folders(under: Iterable[Path] | None = None, index: Path | None = None
+                   ) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every folder directly under `under` (default: roots()) with a marker, then every
+    indexed folder whose marker is still there and names it."""
+    seen: set[Path] = set()
+    for root in roots() if under is None else under:
+        try:
+            entries = list(os.scandir(root))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if not e.is_dir(follow_symlinks=False):
+                    continue
+            except OSError:
+                continue
+            path = Path(e.path)
+            data = read_marker(path)
+            if data is not None:
+                seen.add(path)
+                yield path, data
+    index = index_dir() if index is None else index
+    try:
+        entries = sorted(index.glob("*.json"))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            path = Path(json.loads(entry.read_text())["path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            entry.unlink(missing_ok=True)
+            continue
+        if path in seen:
+            continue
+        seen.add(path)
+        data = read_marker(path)
+        if data is None or Path(data.get("path", "")) != path:
+            entry.unlink(missing_ok=True)     # gone, moved or no longer ours: nothing to do
+            continue
+        yield path, data
+
+
+def unmarked_lookalikes(under: Iterable[Path] | None = None) -> list[Path]:
+    """Folders named like ours with no marker: never touched, only counted."""
+    out = []
+    for root in roots() if under is None else under:
+        with contextlib.suppress(OSError):
+            for e in os.scandir(root):
+                if (e.name.startswith(OUR_PREFIXES) and e.is_dir(follow_symlinks=False)
+                        and read_marker(Path(e.path)) is None):
+                    out.append(Path(e.path))
+    return sorted(out)
+
+
+# -- sizes ----------------------------------------------------------------------------------
+
+def disk_usage(path: Path) -> int:
+    """Bytes on disk under `path` (allocated blocks: sparse disk images count what they hold),
+    without following links or crossing into other filesystems."""
+    try:
+        top = os.lstat(path)
+    except OSError:
+        return 0
+    if not stat.S_ISDIR(top.st_mode):
+        return top.st_blocks * 512
+    total, stack = top.st_blocks * 512, [str(path)]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode) and st.st_dev == top.st_dev:
+                    stack.append(e.path)
+    return total
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+# -- processes ------------------------------------------------------------------------------
+
+@dataclass
+class ProcInfo:
+    pid: int
+    create_time: float
+    ppid: int
+    name: str
+    cmd: str
+    cwd: str
+    zombie: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"pid": self.pid, "create_time": self.create_time, "name": self.name,
+                "cmd": self.cmd[:200]}
+
+
+def list_processes() -> list[ProcInfo]:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            with p.oneshot():
+                info = ProcInfo(p.pid, p.create_time(), p.ppid(), p.name(), "", "",
+                                p.status() == psutil.STATUS_ZOMBIE)
+                try:
+                    info.cmd = " ".join(p.cmdline())
+                except psutil.Error:
+                    pass
+                try:
+                    info.cwd = p.cwd()
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            continue
+        out.append(info)
+    return out
+
+
+def environ_owner(pid: int, create_time: float) -> str | None:
+    """The OWNER_ENV a process was started with (None: none, or not readable)."""
+    try:
+        p = psutil.Process(pid)
+        if p.create_time() != create_time:
+            return None
+        return p.environ().get(OWNER_ENV)
+    except psutil.Error:
+        return None
+
+
+def cgroup_pids(dirs: Iterable[str]) -> set[int]:
+    """Every pid in the given cgroup folders and those below them."""
+    pids: set[int] = set()
+    for top in dirs:
+        for dirpath, _dirs, _files in os.walk(top):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(x) for x in Path(dirpath, "cgroup.procs").read_text().split())
+    return pids
+
+
+def refers_to(info: ProcInfo, folder: Path) -> bool:
+    base = str(folder)
+    if info.cwd == base or info.cwd.startswith(base + "/"):
+        return True
+    at = info.cmd.find(base)
+    while at != -1:
+        end = at + len(base)
+        if end == len(info.cmd) or info.cmd[end] in "/ \t=:,":
+            return True
+        at = info.cmd.find(base, end)
+    return False
+
+
+# -- the plan -------------------------------------------------------------------------------
+
+@dataclass
+class Leftover:
+    """One marked folder and what the sweep decided about it."""
+
+    path: Path
+    kind: str
+    owner: Owner | None
+    run: Owner | None
+    decision: str                       # sweep | keep
+    why: str
+    marker: dict[str, Any] = field(default_factory=dict)
+    ours: list[ProcInfo] = field(default_factory=list)          # killed
+    strangers: list[ProcInfo] = field(default_factory=list)     # refer to it; not provably ours
+    size: int = 0
+    done: dict[str, Any] = field(default_factory=dict)
+    # Its marked cgroups that no live run's marker also names (a reused pid can make a dead
+    # daemon's cgroup name a live one's): only these identify processes or get removed.
+    cgroups: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "kind": self.kind, "decision": self.decision,
+                "why": self.why, "owner": self.owner.to_json() if self.owner else None,
+                "run": self.run.to_json() if self.run else None, "size": self.size,
+                "processes_killed": [p.describe() for p in self.ours],
+                "processes_left_alone": [p.describe() for p in self.strangers], **self.done}
+
+
+Alive = Callable[[Owner], "bool | None"]
+
+
+def decide(path: Path, data: dict[str, Any], *, is_alive: Alive = alive,
+           this_boot: str | None = None, own_run: Owner | None = None,
+           only_owner: Owner | None = None) -> Leftover:
+    """Sweep or keep one marked folder, from its marker alone. `own_run`: the run that is
+    sweeping its own workers' folders (their run is alive: it is the sweeper); `only_owner`:
+    consider only the folders of that owner."""
+    owner, run = _owner_of(data, "owner"), _owner_of(data, "run")
+    left = Leftover(path, str(data.get("kind", "?")), owner, run, "keep", "", data)
+    if owner is None:
+        left.why = "its marker names no owner"
+        return left
+    if only_owner is not None and owner != only_owner:
+        left.why = "not the owner being swept"
+        return left
+    if own_run is not None and run != own_run:
+        left.why = "another run's"
+        return left
+    this_boot = boot_id() if this_boot is None else this_boot
+    rebooted = bool(data.get("boot_id")) and bool(this_boot) and data["boot_id"] != this_boot
+    if not rebooted:
+        state = is_alive(owner)
+        if state is None:
+            left.why = f"cannot tell whether its owner (pid {owner.pid}) is alive"
+            return left
+        if state:
+            left.why = f"its owner (pid {owner.pid}) is alive"
+            return left
+        if own_run is None and run is not None and run != owner:
+            state = is_alive(run)
+            if state is None or state:
+                left.why = (f"its owner (pid {owner.pid}) is gone but its run (pid {run.pid}) "
+                            "is alive: that run cleans up after its own")
+                return left
+    left.decision = "sweep"
+    left.why = ("made before this machine's last boot" if rebooted
+                else f"its owner (pid {owner.pid}) is gone")
+    return left
+
+
+def identify(left: Leftover, procs: list[ProcInfo],
+             env_of: Callable[[ProcInfo], str | None] | None = None,
+             in_cgroups: set[int] | None = None) -> None:
+    """Split the processes that refer to a folder being swept into ours (killed) and strangers
+    (reported). Ours: it, or a live ancestor, started with the owner's OWNER_ENV; or it sits
+    in one of the folder's marked cgroups."""
+    if left.owner is None:
+        return
+    token = left.owner.token
+    env_of = env_of or (lambda p: environ_owner(p.pid, p.create_time))
+    by_pid = {p.pid: p for p in procs}
+    in_cgroups = cgroup_pids(left.cgroups) if in_cgroups is None else in_cgroups
+    cache: dict[int, str | None] = {}
+
+    def carries(p: ProcInfo) -> bool:
+        seen = 0
+        while p is not None and p.pid > 1 and seen < 64:
+            if p.pid not in cache:
+                cache[p.pid] = env_of(p)
+            if cache[p.pid] == token:
+                return True
+            p, seen = by_pid.get(p.ppid), seen + 1     # type: ignore[assignment]
+        return False
+
+    for p in procs:
+        if p.zombie or p.pid == os.getpid():
+            continue
+        cgroup_member = p.pid in in_cgroups
+        if not (cgroup_member or refers_to(p, left.path)):
+            continue
+        (left.ours if cgroup_member or carries(p) else left.strangers).append(p)
+
+
+def plan(*, under: Iterable[Path] | None = None, index: Path | None = None,
+         own_run: Owner | None = None, only_owner: Owner | None = None,
+         is_alive: Alive = alive, procs: list[ProcInfo] | None = None,
+         env_of: Callable[[ProcInfo], str | None] | None = None) -> list[Leftover]:
+    """What a sweep would do, folder by folder (nothing is changed)."""
+    out = [decide(path, data, is_alive=is_alive, own_run=own_run, only_owner=only_owner)
+           for path, data in marked_folders(under, index)]
+    claimed = {c for x in out if x.decision == "keep" for c in x.marker.get("cgroups", [])}
+    for x in out:
+        x.cgroups = [c for c in x.marker.get("cgroups", []) if c not in claimed]
+    if only_owner is not None or own_run is not None:
+        out = [x for x in out if x.decision == "sweep"]
+    if any(x.decision == "sweep" for x in out):
+        procs = list_processes() if procs is None else procs
+        for left in out:
+            if left.decision == "sweep":
+                identify(left, procs, env_of)
+    return out
+
+
+# -- doing it -------------------------------------------------------------------------------
+
+def _kill(procs: list[ProcInfo]) -> list[dict[str, Any]]:
+    """SIGCONT then SIGKILL each (pid and start time checked right before) and wait for them
+    to end. Not reaped here: a sweeping subreaper reaps its adopted orphans itself."""
+    from harness.faults.shim import Proc
+    from harness.targets.base import kill_all
+    return kill_all([Proc(p.pid, p.create_time, p.name) for p in procs], wait_s=KILL_WAIT_S)
+
+
+def _rmdir_cgroups(dirs: Iterable[str]) -> dict[str, list[str]]:
+    removed, failed = [], []
+    for top in dirs:
+        if not top.startswith("/sys/fs/cgroup/") or not os.path.isdir(top):
+            continue
+        for dirpath, _dirs, _files in os.walk(top, topdown=False):
+            try:
+                os.rmdir(dirpath)
+                removed.append(dirpath)
+            except OSError as exc:
+                failed.append(f"{dirpath}: {exc.strerror}")
+    return {"removed": removed, "failed": failed}
+
+
+def copy_home_artifacts(homes: Iterable[Path], dest: Path) -> list[str]:
+    """Copy what a person needs to diagnose a scenario from its runtime homes (runtime log,
+    shim stderr, box logs, the store) to dest/home<N>/; returns what could not be copied."""
+    errors = []
+    dest.mkdir(parents=True, exist_ok=True)
+    for i, home in enumerate(sorted(homes)):
+        out = dest / f"home{i + 1}"
+        out.mkdir(exist_ok=True)
+        for src in [*home.glob("logs/*"), *home.glob("boxes/*/shim.stderr"),
+                    *home.glob("boxes/*/logs/*"), *home.glob("db/boxlite.db*")]:
+            rel = src.relative_to(home)
+            try:
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, out / rel)
+            except OSError as exc:
+                errors.append(f"{src}: {exc.strerror or exc}")
+    return errors
+
+
+def _keep_evidence(left: Leftover) -> None:
+    """A scenario's homes: copy its artifacts into its folder first, if that folder is there
+    and has none yet (a worker that died never copied them)."""
+    workdir = (left.marker.get("note") or {}).get("workdir")
+    if not workdir or not Path(workdir).is_dir():
+        return
+    link = Path(workdir) / "homes"
+    if link.is_symlink() and Path(os.readlink(link)) == left.path:
+        link.unlink()                   # it would point at nothing
+    if (Path(workdir) / "artifacts").exists():
+        return
+    homes = sorted(p for p in left.path.glob("home*") if p.is_dir())
+    if homes:
+        errors = copy_home_artifacts(homes, Path(workdir) / "artifacts")
+        left.done["artifacts"] = str(Path(workdir) / "artifacts")
+        if errors:
+            left.done["artifact_errors"] = errors[:5]
+
+
+def execute(left: Leftover, dry_run: bool = False) -> Leftover:
+    """Kill ours, unmount, rmdir cgroups, copy a scenario's evidence, remove what the marker
+    says; keep the folder while a stranger uses it or a mount stays."""
+    from harness.targets.base import mounts_under, unmount_under
+    targets = [left.path if rel == "." else left.path / rel
+               for rel in left.marker.get("remove", ["."])]
+    targets = [t for t in targets if t == left.path or left.path in t.parents]
+    if len(left.path.parts) < 3 or left.path in (*roots(), Path("/tmp"), Path.home()):
+        targets = []                    # a marker that names / or /tmp itself: never
+    left.size = sum(disk_usage(t) for t in targets)
+    mounts = mounts_under(left.path)
+    left.done["mounts"] = mounts
+    if dry_run:
+        return left
+    if left.ours:
+        left.done["killed"] = _kill(left.ours)
+    still = [p for p in left.strangers if _same(p)]
+    if still:
+        left.decision = "keep"
+        left.why += f"; in use by {len(still)} process(es) not provably ours"
+        return left
+    if mounts:
+        left.done["unmounted"] = unmount_under(left.path)
+    if left.cgroups:
+        left.done["cgroups"] = _rmdir_cgroups(left.cgroups)
+    if mounts_under(left.path):
+        left.decision = "keep"
+        left.why += "; a mount under it could not be undone"
+        return left
+    if left.kind in ("homes", "boxlite-target"):
+        _keep_evidence(left)
+    errors = []
+    for t in targets:
+        if t.is_symlink() or not t.exists():
+            continue
+        shutil.rmtree(t, onerror=lambda _f, p, e: errors.append(f"{p}: {e[1]}"))
+    if errors:
+        left.done["remove_errors"] = errors[:5]
+    if not left.path.exists() or left.path not in targets:
+        release(left.path)
+    return left
+
+
+def _same(p: ProcInfo) -> bool:
+    try:
+        q = psutil.Process(p.pid)
+        return q.create_time() == p.create_time and q.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class SweepReport:
+    swept: list[Leftover]
+    kept: list[Leftover]
+    lookalikes: list[Path]
+    dry_run: bool
+
+    @property
+    def freed(self) -> int:
+        return sum(x.size for x in self.swept)
+
+    def lines(self, verbose: bool = True) -> list[str]:
+        verb = "would remove" if self.dry_run else "removed"
+        out = []
+        for x in self.swept:
+            parts = x.marker.get("remove", ["."])
+            what = (f"{x.path}" if parts == ["."] else f"{', '.join(parts)} of {x.path}") \
+                + f" ({x.kind}, {mib(x.size)})"
+            extra = []
+            if x.ours:
+                extra.append(f"{'would kill' if self.dry_run else 'killed'} "
+                             + ", ".join(f"{p.name} {p.pid}" for p in x.ours))
+            if x.done.get("mounts"):
+                extra.append(f"{len(x.done['mounts'])} mount(s)")
+            out.append(f"  {verb} {what}: {x.why}" + (f"; {'; '.join(extra)}" if extra else ""))
+        for x in self.kept:
+            if verbose or x.strangers:
+                out.append(f"  kept {x.path} ({x.kind}): {x.why}")
+            for p in x.strangers:
+                out.append(f"    left alone: pid {p.pid} {p.name} ({p.cmd[:100]})")
+        if verbose and self.lookalikes:
+            out.append(f"  left alone, no owner marker: {len(self.lookalikes)} folder(s) "
+                       "named like ours (" + ", ".join(map(str, self.lookalikes[:4]))
+                       + (" ..." if len(self.lookalikes) > 4 else "") + ")")
+        return out
+
+    def headline(self) -> str:
+        verb = "would free" if self.dry_run else "freed"
+        return (f"sweep: {len(self.swept)} folder(s) of dead runs, {verb} {mib(self.freed)}; "
+                f"{len(self.kept)} kept")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "freed": self.freed,
+                "swept": [x.to_json() for x in self.swept],
+                "kept": [x.to_json() for x in self.kept],
+                "lookalikes": [str(p) for p in self.lookalikes]}
+
+
+def sweep(*, dry_run: bool = False, under: Iterable[Path] | None = None,
+          index: Path | None = None,
+          own_run: Owner | None = None, only_owner: Owner | None = None,
+          is_alive: Alive = alive) -> SweepReport:
+    """Plan and (unless `dry_run`) do it. Never raises for one folder's trouble: it is said."""
+    under = roots() if under is None else tuple(under)
+    swept, kept = [], []
+    for left in plan(under=under, index=index, own_run=own_run, only_owner=only_owner,
+                     is_alive=is_alive):
+        if left.decision == "sweep":
+            try:
+                execute(left, dry_run)
+            except OSError as exc:
+                left.decision, left.why = "keep", f"{left.why}; {exc}"
+        (swept if left.decision == "sweep" else kept).append(left)
+    looks = [] if own_run or only_owner else unmarked_lookalikes(under)
+    return SweepReport(swept, kept, looks, dry_run)
+
+
+_swept_at_start = False
+
+
+def sweep_at_start(say: Callable[[str], None] = print) -> SweepReport | None:
+    """Once per process, at the start of a run: sweep what dead runs left, say what was freed."""
+    global _swept_at_start
+    if _swept_at_start:
+        return None
+    _swept_at_start = True
+    try:
+        rep = sweep()
+    except (OSError, psutil.Error) as exc:
+        say(f"boxlite-chaos: sweep at start failed: {exc}")
+        return None
+    if rep.swept or any(x.strangers for x in rep.kept):
+        say(f"boxlite-chaos {rep.headline()}")
+        for line in rep.lines(verbose=False):
+            say(line)
+    return rep
+
+
+# -- the /tmp footprint ---------------------------------------------------------------------
+
+def footprint(run: Owner, under: Iterable[Path] | None = None) -> tuple[int, int]:
+    """(bytes, folders) of this run's marked folders under the roots right now."""
+    total = n = 0
+    for path, data in marked_folders(under, index=Path("/nonexistent")):
+        if _owner_of(data, "run") == run:
+            total += disk_usage(path)
+            n += 1
+    return total, n
+
+
+class FootprintSampler:
+    """Samples this run's /tmp footprint on a thread; `peak` is the largest seen."""
+
+    def __init__(self, run: Owner, interval_s: float = 1.0) -> None:
+        self.run, self.interval_s = run, interval_s
+        self.peak, self.peak_folders, self.peak_at_s, self.samples = 0, 0, 0.0, 0
+        self._t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tmp-footprint", daemon=True)
+
+    def start(self) -> FootprintSampler:
+        self._thread.start()
+        return self
+
+    def sample(self) -> None:
+        size, n = footprint(self.run)
+        self.samples += 1
+        if size > self.peak:
+            self.peak, self.peak_folders = size, n
+            self.peak_at_s = time.monotonic() - self._t0
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self.sample()
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return {"peak_bytes": self.peak, "peak_folders": self.peak_folders,
+                "peak_at_s": round(self.peak_at_s, 1), "samples": self.samples,
+                "interval_s": self.interval_s}
+
+    def line(self) -> str:
+        return (f"peak /tmp footprint: {mib(self.peak)} in {self.peak_folders} folder(s), "
+                f"{self.peak_at_s:.0f} s into the run (sampled every {self.interval_s:g} s)")
+
+
+# -- command line ---------------------------------------------------------------------------
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    rep = sweep(dry_run=args.dry_run)
+    print(rep.headline())
+    for line in rep.lines():
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep.to_json(), indent=1, default=str))
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="remove what dead runs left (homes, dockerd and registry "
+                                     "folders, their mounts, cgroups and processes)")
+    p.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+    p.add_argument("--json", metavar="PATH", help="also write what was found as JSON")
+    p.set_defaults(fn=cmd_sweep)

@@ -1,0 +1,410 @@
+"""Shutdown of a host with boxes in every init state: arrange, signal, measure, judge.
+
+Shared by scenarios/shutdown and `bench-shutdown`. `arrange` puts N boxes in mixed states
+(initializing, guest hung, failed); `signal_host` sends SIGTERM or SIGKILL and measures on a
+monotonic clock the host's exit and the end of every box process it had; the checks judge that.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from concurrent import futures
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.common.errors import ArrangementError, HostError
+from harness.common.wait import WaitTimeout, wait_for
+from harness.faults.base import FaultSet
+from harness.faults.shim import FreezeBox, Proc, freeze_box, kill_shim, wait_for_shim
+from harness.judge.checks import (
+    HOLDS,
+    SETTLED,
+    UNKNOWN,
+    VIOLATED,
+    Verdict,
+    check,
+    classify_reason,
+    read_paths_agree,
+    record_failed,
+    record_final,
+    records_settled,
+    within_bound,
+)
+from harness.observe.logs import runtime_log
+from harness.observe.processes import ProcessLedger, ProcRecord, classify
+from harness.observe.records import read_host, read_store, store_rows
+from harness.runtime.host import (
+    BARE,
+    RUNNER,
+    SDK_DEFAULT,
+    Flavour,
+    RuntimeHost,
+    RuntimeOpError,
+)
+from harness.scenario.context import WATCHDOG_BOUND_S
+from harness.scenario.steps import START_BOUND_S
+
+# Upstream's production runner: SIGTERM runs a 25 s shutdown under a 60 s stop timeout.
+SHUTDOWN_BOUND_S = 60.0
+STATES = ("initializing", "hung", "failed")        # round-robin over the N boxes
+BOX_KINDS = ("shim", "vm", "bwrap")
+SPAWN_TIMEOUT_S = 60.0
+# The runtime's last word before its guest-connect wait, and how long the boxes sit in it.
+CONNECT_MARKER = "VM subprocess started successfully"
+MARKER_TIMEOUT_S = 10.0
+IN_WAIT_S = 2.0
+# Too little memory for the guest kernel: how a box is made to fail where guests do boot.
+STARVED_MEMORY_MIB = 16
+
+
+@dataclass(frozen=True)
+class Case:
+    """A host flavour and the signal that ends it."""
+
+    name: str
+    flavour: Flavour
+    sig: int = signal.SIGTERM
+
+    @property
+    def graceful(self) -> bool:
+        """A shutdown runs: SIGTERM reaches a handler (ours or the SDK's)."""
+        return self.sig == signal.SIGTERM and self.flavour.sigterm != "none"
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.sig).name
+
+    @property
+    def moment(self) -> str:
+        """How read paths after the restart are named (the known-failures table keys on it)."""
+        return "after_shutdown" if self.graceful else f"after_{self.signal_name.lower()}"
+
+
+CASES = {c.name: c for c in (
+    Case("runner", RUNNER),                  # SIGTERM → shutdown(25) → exit 0
+    Case("sdk_default", SDK_DEFAULT),        # Boxlite.default(): the SDK's own handler
+    Case("bare", BARE),                      # no handler: SIGTERM kills (ungraceful baseline)
+    Case("sigkill", RUNNER, signal.SIGKILL),  # nothing can run
+)}
+
+
+@dataclass
+class BoxUnderTest:
+    label: str                          # e.g. "hung2"; also the box's name
+    state: str                          # planned: initializing | hung | failed (| running)
+    id: str = ""
+    start: Future | None = None         # the start in flight at the signal
+    error: dict[str, Any] | None = None  # the start's runtime error (failed boxes)
+    reason: str | None = None           # the store's error_reason before the signal
+    tree: list[Proc] = field(default_factory=list)
+    freeze: FreezeBox | None = None
+
+
+def plan(n: int) -> list[str]:
+    return [STATES[i % len(STATES)] for i in range(n)]
+
+
+def failed_box_options(guests_boot: bool) -> dict[str, Any]:
+    """Here every VM fails on its own; where guests boot, a starved box fails instead."""
+    return {"memory_mib": STARVED_MEMORY_MIB} if guests_boot else {}
+
+
+def arrange(host: RuntimeHost, faults: FaultSet, n: int, options: dict[str, Any],
+            failed_options: dict[str, Any] | None = None) -> list[BoxUnderTest]:
+    """Create N boxes and bring each to its planned state, ready for the signal.
+
+    failed: started first, its shim SIGKILLed at spawn, and its start failed.
+    initializing: start sent, shim spawned, the runtime in its guest-connect wait.
+    hung: the same, with the box's process tree frozen at spawn. Where a guest boots, an
+    initializing box that finished starting is re-labelled `running` (still a box a
+    shutdown must stop). Raises ArrangementError when a box cannot be brought to its state.
+    """
+    boxes = [BoxUnderTest(f"{s}{i + 1}", s) for i, s in enumerate(plan(n))]
+    creates = [host.send("create", name=b.label, options={
+        **options, **((failed_options or {}) if b.state == "failed" else {})}) for b in boxes]
+    for b, fut in zip(boxes, creates, strict=True):
+        b.id = host.result(fut, 120)["id"]
+
+    # Failed boxes fail fast: their shim is SIGKILLed at spawn (a VM failing on its own would
+    # spin a core for ~17 s here, and the gate runs many scenarios side by side).
+    failing = [(b, host.send("start", box_id=b.id)) for b in boxes if b.state == "failed"]
+    for b, _ in failing:
+        tree = wait_for_shim(host.home, b.id, timeout_s=SPAWN_TIMEOUT_S)
+        faults.inject(kill_shim(host.home, b.id, tree))
+    for b, fut in failing:
+        try:
+            host.result(fut, START_BOUND_S)
+        except RuntimeOpError as exc:
+            b.error = {"type": exc.type, "message": exc.message}
+        else:
+            raise ArrangementError(f"box {b.label} started; it was to fail")
+        b.reason = read_store(host.home, b.id).reason
+
+    waiting = [b for b in boxes if b.state != "failed"]
+    for b in waiting:
+        b.start = host.send("start", box_id=b.id)
+    for b in waiting:
+        b.tree = wait_for_shim(host.home, b.id, timeout_s=SPAWN_TIMEOUT_S)
+        if b.state == "hung":
+            b.freeze = freeze_box(host.home, b.id, b.tree)
+            faults.inject(b.freeze)
+    try:
+        wait_for(lambda: all(f"{CONNECT_MARKER} box_id={b.id}" in runtime_log(host.home)
+                             for b in waiting), MARKER_TIMEOUT_S,
+                 "every waiting box to reach the guest-connect wait", interval_s=0.1)
+    except WaitTimeout:
+        pass        # releases word it differently; the shims are spawned, which suffices
+    # Sit in the wait a while, as a daemon's boxes would when it is told to stop; a start
+    # that ends meanwhile is judged below.
+    futures.wait([b.start for b in waiting if b.start], timeout=IN_WAIT_S,
+                 return_when=futures.FIRST_COMPLETED)
+    for b in waiting:
+        if b.start is not None and b.start.done():
+            reply = b.start.result()
+            if not reply.get("ok"):
+                raise ArrangementError(f"box {b.label} ({b.state}) finished its start before "
+                                       f"the signal: {reply.get('error', {}).get('message')}")
+            b.state = "running"
+    return boxes
+
+
+@dataclass
+class ShutdownRun:
+    """What one signal did. Times are seconds from the signal, on a monotonic clock."""
+
+    case: Case
+    boxes: list[BoxUnderTest]
+    exit_s: float | None                # None: still running at SHUTDOWN_BOUND_S (then killed)
+    returncode: int | None
+    thaw_s: float | None                # when frozen boxes were thawed (ungraceful cases only)
+    procs: list[dict[str, Any]]         # every box process alive at the signal, with ended_s
+    left_at_exit: list[dict[str, Any]]  # those still alive just after the host's exit
+    store_at_exit: list[dict[str, Any]]
+    starts: dict[str, str]              # how each start in flight at the signal ended
+    host_events: list[dict[str, Any]]
+
+    @property
+    def last_gone_s(self) -> float | None:
+        """When the last box process ended; None if one never did (or none was measured)."""
+        ends = [p["ended_s"] for p in self.procs]
+        return None if not ends or None in ends else max(ends)
+
+    def facts(self) -> dict[str, Any]:
+        """For the history: what the signal left, recorded as facts, not judged here."""
+        by_kind: dict[str, int] = {}
+        for p in self.procs:
+            by_kind[p["kind"]] = by_kind.get(p["kind"], 0) + 1
+        label = {b.id: b.label for b in self.boxes}
+        return {
+            "case": self.case.name, "signal": self.case.signal_name,
+            "flavour": self.case.flavour.label, "n": len(self.boxes),
+            "states": {b.label: b.state for b in self.boxes},
+            "exit_s": _r(self.exit_s), "returncode": self.returncode,
+            "last_gone_s": _r(self.last_gone_s), "thaw_s": _r(self.thaw_s),
+            "processes_at_signal": by_kind,
+            "orphans": [p for p in self.procs if p["adopted"]],
+            "left_at_exit": self.left_at_exit,
+            "records_at_exit": {label.get(r["id"], r["id"]): r["status"]
+                                for r in self.store_at_exit},
+            "unsettled_at_exit": [label.get(r["id"], r["id"]) for r in self.store_at_exit
+                                  if r["status"] not in SETTLED],
+            "starts_in_flight": self.starts,
+            "host_events": [{k: v for k, v in e.items() if k != "t_mono"}
+                            for e in self.host_events if e.get("event") != "ready"],
+        }
+
+    def verdicts(self) -> list[Verdict]:
+        """Graceful: the host exits and every box process ends within SHUTDOWN_BOUND_S of the
+        signal, none outliving the host. Otherwise: every box process the host left ends
+        within the shim watchdog's bound of the host's exit (of the thaw, for frozen ones)."""
+        if self.case.graceful:
+            return [within_bound(f"host_exit_after_{self.case.signal_name.lower()}",
+                                 self.exit_s, SHUTDOWN_BOUND_S),
+                    runtime_gone_within(self.procs, SHUTDOWN_BOUND_S,
+                                        self.case.signal_name.lower()),
+                    no_orphans(self.procs)]
+        since_exit = []
+        for p in self.procs:
+            since = (self.thaw_s if p["frozen"] else self.exit_s) or 0.0
+            ended = None if p["ended_s"] is None else round(p["ended_s"] - since, 3)
+            since_exit.append({**p, "ended_s": ended, "since": "thaw" if p["frozen"] else
+                               "host_exit"})
+        return [runtime_gone_within(since_exit, WATCHDOG_BOUND_S, "host_exit")]
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def ended_at(ledger: ProcessLedger, rec: ProcRecord) -> float | None:
+    """Monotonic time the ledger saw the process end (a zombie has ended); None while it runs.
+
+    A `gone_at` older than the last sighting was set by a sample that could not list (the
+    ledger's xfailed bug); the end then lies within one interval after the last sighting."""
+    if ledger.alive(rec):
+        return None
+    if rec.zombie_since is not None:
+        return ledger.t0 + rec.zombie_since
+    if rec.gone_at is not None and rec.gone_at > rec.last_seen:
+        return ledger.t0 + rec.gone_at
+    return ledger.t0 + rec.last_seen + ledger.interval_s
+
+
+def ran_orphaned(rec: ProcRecord, root_pid: int) -> bool:
+    """Whether the process was ever adopted by the harness (seen with it as parent), alive or
+    as a zombie. Both mean the host exited without ending and reaping it; counting both
+    keeps the verdict independent of whether a sample caught the orphan before it died."""
+    return any(ppid == root_pid for _, ppid in rec.ppids)
+
+
+def signal_host(host: RuntimeHost, ledger: ProcessLedger, faults: FaultSet,
+                boxes: list[BoxUnderTest], case: Case) -> ShutdownRun:
+    """Signal the host and measure until every box process it had has ended (or the bound
+    for that has passed). In ungraceful cases the frozen boxes are thawed once the host is
+    gone, so their shims' watchdogs can act; a graceful shutdown must cope with them frozen."""
+    frozen = {(p.pid, p.create_time) for b in boxes if b.freeze for p in b.freeze.tree}
+    owner = {(p.pid, p.create_time): b.label for b in boxes for p in b.tree}
+    # Names as the box trees saw them after exec: the ledger keeps the name a process had
+    # when first sampled, which for one caught between fork and exec is the host's.
+    fresh = {(p.pid, p.create_time): p.name for b in boxes for p in b.tree}
+
+    def kind(r: ProcRecord) -> str:
+        return classify(fresh[r.key], "") if r.key in fresh else classify(r.name, r.cmd)
+
+    def name(r: ProcRecord) -> str:
+        return fresh.get(r.key, r.name)
+
+    ledger.sample()
+    at_signal = [r for r in list(ledger.records.values())
+                 if kind(r) in BOX_KINDS and ledger.alive(r)]
+
+    t_sig = time.monotonic()
+    host.signal(case.sig)
+    try:
+        info = host.wait_exit(SHUTDOWN_BOUND_S)
+        exit_s, returncode = info.elapsed_s, info.returncode
+    except HostError:
+        exit_s, returncode = None, None
+        host.kill()
+        host.wait_exit(10.0)
+    t_exit = time.monotonic()
+
+    ledger.sample()         # the host is gone: what it left is now adopted by the harness
+    left_at_exit = [{"pid": r.pid, "name": name(r), "kind": kind(r), "box": owner.get(r.key),
+                     "ppid": r.ppid} for r in at_signal if ledger.alive(r)]
+    try:
+        store_at_exit = store_rows(host.home)
+    except Exception as exc:  # noqa: BLE001 - a fact we could not read is recorded as such
+        store_at_exit = [{"id": "?", "status": f"unreadable: {exc!r}", "reason": None}]
+
+    thaw_s = None
+    if not case.graceful and frozen:
+        for b in boxes:
+            if b.freeze is not None:
+                faults.heal(b.freeze)
+        thaw_s = time.monotonic() - t_sig
+    release = t_sig + (thaw_s if thaw_s is not None else t_exit - t_sig)
+    end = max(t_sig + (SHUTDOWN_BOUND_S if case.graceful else 0.0),
+              release + WATCHDOG_BOUND_S) + 1.0
+    try:
+        wait_for(lambda: ledger.sample() and not any(ledger.alive(r) for r in at_signal),
+                 max(0.0, end - time.monotonic()), "the box processes to end", interval_s=0.05)
+    except WaitTimeout:
+        pass                # the ones still running are judged as such
+    ledger.sample()
+
+    procs = []
+    for r in at_signal:
+        t_end = ended_at(ledger, r)
+        orphan = ran_orphaned(r, ledger.root_pid)
+        procs.append({"pid": r.pid, "name": name(r), "kind": kind(r),
+                      "box": owner.get(r.key), "frozen": r.key in frozen,
+                      # adopted while still running: an orphan that ran on. The ledger also
+                      # adopts the zombies a dead host never reaped; those had ended.
+                      "adopted": orphan, "adopted_zombie": r.adopted and not orphan,
+                      "ended_s": None if t_end is None else round(max(0.0, t_end - t_sig), 3)})
+    starts = {}
+    for b in boxes:
+        if b.start is not None:
+            starts[b.label] = _start_outcome(b.start)
+    return ShutdownRun(case, boxes, exit_s, returncode, thaw_s, procs, left_at_exit,
+                       store_at_exit, starts, list(host.events))
+
+
+def _start_outcome(fut: Future) -> str:
+    if not fut.done():
+        return "no reply"
+    try:
+        reply = fut.result()
+    except HostError as exc:
+        return f"host gone: {exc}"
+    if reply.get("ok"):
+        return "started"
+    return f"{reply['error'].get('type')}: {reply['error'].get('message')}"
+
+
+def record_verdicts(host: RuntimeHost, boxes: Iterable[BoxUnderTest], moment: str) -> list[Verdict]:
+    """The records through a (fresh) host and the store: none left unsettled; a box that had
+    failed still failed with the cause it had; one that was running is final; the read paths
+    agree. A start still in flight at the signal may leave its box `configured`: the runtime
+    keeps a box whose start never completed configured, so the next start runs the whole
+    pipeline (BoxImpl::stop)."""
+    out = [records_settled(store_rows(host.home))]
+    for b in boxes:
+        prefix = f"{moment}.{b.label}"
+        reads = [*read_host(host, b.id, prefix), read_store(host.home, b.id, f"store.{prefix}")]
+        if b.state == "failed":
+            cause = classify_reason(b.reason) or f"unclassified reason {b.reason!r}"
+            out += [record_failed(r, cause) for r in reads]
+        elif b.state == "running":
+            out += [record_final(r) for r in reads]
+        out.append(read_paths_agree(reads, prefix))
+    return out
+
+
+# -- checks (pure; self-tests in tests/test_shutdown_checks.py) ------------------------------
+
+@check("runtime_gone_within")
+def runtime_gone_within(procs: Sequence[dict[str, Any]], bound_s: float,
+                        moment: str) -> Verdict:
+    """Every box process ended within `bound_s` of `moment`. Each process carries `ended_s`,
+    seconds from the moment to its end (None: still running when measuring stopped)."""
+    cid = f"runtime_gone_within[{moment}]"
+    ps = list(procs)
+    running = [p for p in ps if p["ended_s"] is None]
+    late = [p for p in ps if p["ended_s"] is not None and p["ended_s"] > bound_s]
+    last = max((p["ended_s"] for p in ps if p["ended_s"] is not None), default=None)
+    ev = {"bound_s": bound_s, "processes": ps, "still_running": running, "late": late,
+          "last_ended_s": last}
+    if not ps:
+        return Verdict(cid, UNKNOWN, ev, f"no box process was alive at {moment}: nothing to time")
+    if running or late:
+        return Verdict(cid, VIOLATED, ev, f"{len(running)} still running, {len(late)} ended "
+                       f"later than {bound_s:.0f}s after {moment}: " + ", ".join(
+                           f"{p['name']}[{p['pid']}]" + (f" at {p['ended_s']:.1f}s"
+                                                         if p["ended_s"] is not None else "")
+                           for p in running + late))
+    return Verdict(cid, HOLDS, ev, f"all {len(ps)} box processes ended within {last:.1f}s "
+                   f"of {moment} (bound {bound_s:.0f}s)")
+
+
+@check("no_orphans")
+def no_orphans(procs: Sequence[dict[str, Any]]) -> Verdict:
+    """No box process ran on as an orphan: none was adopted by the harness (the subreaper)
+    while still running, so the shutdown ended each box's whole process tree. Each process
+    carries `adopted` in that sense (see ran_orphaned)."""
+    ps = list(procs)
+    orphans = [p for p in ps if p["adopted"]]
+    ev = {"processes": len(ps), "orphans": orphans,
+          "adopted_zombies": [p for p in ps if p.get("adopted_zombie")]}
+    if not ps:
+        return Verdict("no_orphans", UNKNOWN, ev, "no box process was observed")
+    if orphans:
+        return Verdict("no_orphans", VIOLATED, ev, f"{len(orphans)} box process(es) ran on as "
+                       "orphans: " + ", ".join(
+                           f"{p['name']}[{p['pid']}] of {p.get('box')}, ended at "
+                           f"{p['ended_s']}s" for p in orphans))
+    return Verdict("no_orphans", HOLDS, ev, f"none of {len(ps)} box processes ran orphaned")
