@@ -321,3 +321,17 @@ def test_a_cgroup_a_live_run_also_names_is_not_the_dead_ones(tmp_path):
     left = [x for x in sweep.plan(under=[root], procs=[]) if x.decision == "sweep"]
     assert [x.path.name for x in left] == ["chaos-dockerd-dead"]
     assert left[0].cgroups == [shared + "-other"]
+
+
+def test_rmdir_cgroups_removes_only_empty_folders_under_its_root(tmp_path):
+    from harness.leftovers.sweep import rmdir_cgroups
+    root = tmp_path / "cg"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "busy").mkdir()
+    (root / "busy" / "cgroup.procs").write_text("1\n")    # a populated cgroup refuses rmdir
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    done = rmdir_cgroups([root / "a", root / "busy", outside], under=f"{root}/")
+    assert done["removed"] == [str(root / "a" / "b"), str(root / "a")]
+    assert [f.split(":")[0] for f in done["failed"]] == [str(root / "busy")]
+    assert outside.is_dir() and (root / "busy").is_dir()

@@ -504,10 +504,13 @@ def _kill(procs: list[ProcInfo]) -> list[dict[str, Any]]:
     return kill_all([Proc(p.pid, p.create_time, p.name) for p in procs], wait_s=KILL_WAIT_S)
 
 
-def _rmdir_cgroups(dirs: Iterable[str]) -> dict[str, list[str]]:
+def rmdir_cgroups(dirs: Iterable[str | Path], under: str = "/sys/fs/cgroup/"
+                  ) -> dict[str, list[str]]:
+    """rmdir each of `dirs` that lies under `under`, deepest first: only empty cgroups go
+    (the kernel refuses a populated one). Returns {removed, failed} paths."""
     removed, failed = [], []
-    for top in dirs:
-        if not top.startswith("/sys/fs/cgroup/") or not os.path.isdir(top):
+    for top in map(str, dirs):
+        if not top.startswith(under) or not os.path.isdir(top):
             continue
         for dirpath, _dirs, _files in os.walk(top, topdown=False):
             try:
@@ -580,7 +583,7 @@ def execute(left: Leftover, dry_run: bool = False) -> Leftover:
     if mounts:
         left.done["unmounted"] = unmount_under(left.path)
     if left.cgroups:
-        left.done["cgroups"] = _rmdir_cgroups(left.cgroups)
+        left.done["cgroups"] = rmdir_cgroups(left.cgroups)
     if mounts_under(left.path):
         left.decision = "keep"
         left.why += "; a mount under it could not be undone"

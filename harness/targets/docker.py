@@ -156,17 +156,8 @@ def cgroup_dirs(parent: str, proc_cgroup: str | None = None,
 
 def remove_cgroups(parent: str) -> dict[str, list[str]]:
     """rmdir the daemon's (empty) container cgroups, deepest first; never anything else."""
-    removed, failed = [], []
-    for top in cgroup_dirs(parent):
-        if not top.is_dir():
-            continue
-        for dirpath, _dirs, _files in os.walk(top, topdown=False):
-            try:
-                os.rmdir(dirpath)
-                removed.append(dirpath)
-            except OSError as exc:
-                failed.append(f"{dirpath}: {exc.strerror}")
-    return {"removed": removed, "failed": failed}
+    from harness.leftovers.sweep import rmdir_cgroups
+    return rmdir_cgroups(cgroup_dirs(parent))
 
 
 def shim_socket(exec_root: Path, iid: str) -> Path:
