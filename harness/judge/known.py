@@ -16,6 +16,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
@@ -54,11 +55,17 @@ def wildcard(pattern: str, value: str) -> bool:
     return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), value) is not None
 
 
-def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
+def read_toml_table(path: Path, what: str) -> dict[str, Any]:
+    """A committed TOML table (known failures, rip-out entries); SetupError naming `what`
+    and the path when it cannot be read or parsed."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SetupError(f"known-failures table {path}: {exc}") from exc
+        raise SetupError(f"{what} {path}: {exc}") from exc
+
+
+def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
+    data = read_toml_table(path, "known-failures table")
     out = []
     for i, raw in enumerate(data.get("failure", []), start=1):
         try:

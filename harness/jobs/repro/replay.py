@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.common.errors import HostError
 from harness.common.paths import PROJECT
-from harness.common.wait import WaitTimeout
+from harness.common.wait import WaitTimeout, hold
 from harness.faults.base import Fault
 from harness.faults.shim import box_tree, freeze_box, kill_shim, wait_for_shim
 from harness.judge import checks
@@ -247,7 +247,7 @@ class Replayer:
         rec, real = self._anchor
         wait = real + (t - rec) - time.monotonic()
         if wait > 0:
-            time.sleep(wait)
+            hold(wait, "the recorded gap since the previous step")
 
     def run(self) -> None:
         for step in self.s.steps:
@@ -337,7 +337,7 @@ class Replayer:
             return self.diverge(f"{step.op} not injected: {exc}")
         wait = self.started[step.box] + (step.after_start_s or 0.0) - time.monotonic()
         if wait > 0:
-            time.sleep(wait)
+            hold(wait, "the recorded gap since the previous step")
             tree = box_tree(host.home, box) or tree
         make = freeze_box if step.op == "freeze_box" else kill_shim
         try:

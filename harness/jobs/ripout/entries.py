@@ -14,13 +14,13 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.common.errors import SetupError
 from harness.common.paths import PROJECT
+from harness.judge.known import read_toml_table
 from harness.runtime.spec import DEFAULT_SPEC, RuntimeSpec
 
 TABLE = PROJECT / "fixtures" / "ripout.toml"
@@ -49,10 +49,7 @@ class Entry:
 
 
 def load_entries(path: Path = TABLE, reverted_runtime: str | None = None) -> list[Entry]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SetupError(f"rip-out table {path}: {exc}") from exc
+    data = read_toml_table(path, "rip-out table")
     out = []
     for i, raw in enumerate(data.get("entry", []), start=1):
         try:

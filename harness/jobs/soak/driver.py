@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from harness.common.wait import Deadline
+from harness.common.wait import poll_until
 from harness.jobs.soak.model import (
     MAX_BOXES,
     MAX_STARTING,
@@ -166,21 +166,25 @@ def replay_step(world: SoakWorld, machine: SoakMachine, step: Mapping[str, Any])
     world.paced = False
     name, label = step["rule"], step.get("box")
     spec = RULES[name]
-    deadline = Deadline(SHIM_SYNC_S if name in ("freeze_shim", "crash_shim")
-                        else START_BOUND_S, f"step {step.get('i')} ({name} {label})")
-    while True:
+    shim_rule = name in ("freeze_shim", "crash_shim")
+    seen: dict[str, Any] = {}
+
+    def enabled_or_hopeless() -> bool:
         world.poll()
         cands = world.candidates(name)
         box = world.boxes.get(label) if spec.takes_box else None
-        if (box in cands) if spec.takes_box else bool(cands):
-            break
-        if deadline.expired() or not (world.in_state(STARTING) or name in (
-                "freeze_shim", "crash_shim")):
-            why = f"step {step.get('i')}: {name} {label or ''} is not enabled here; skipped"
-            world.divergences.append(why)
-            world.chaos.note(replay="diverged", detail=why)
-            return False
-        time.sleep(0.1)
+        seen.update(cands=cands, box=box,
+                    ok=(box in cands) if spec.takes_box else bool(cands))
+        # Only a start in flight (or a shim still to spawn) can make the step eligible.
+        return seen["ok"] or not (world.in_state(STARTING) or shim_rule)
+    poll_until(enabled_or_hopeless, SHIM_SYNC_S if shim_rule else START_BOUND_S,
+               f"step {step.get('i')} ({name} {label}) to become enabled", 0.1)
+    cands, box = seen["cands"], seen["box"]
+    if not seen["ok"]:
+        why = f"step {step.get('i')}: {name} {label or ''} is not enabled here; skipped"
+        world.divergences.append(why)
+        world.chaos.note(replay="diverged", detail=why)
+        return False
     if name == "create":
         world._next_label = label
     fn = getattr(machine, name)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from harness.common.errors import HostError
-from harness.common.wait import Deadline
+from harness.common.wait import poll_until
 from harness.faults.shim import box_tree, freeze_box, kill_shim, shim_of
 from harness.jobs.soak.checks import op_as_modelled, processes_follow_boxes, status_as_modelled
 from harness.jobs.soak.model import (
@@ -263,11 +263,8 @@ class SoakWorld:
 
     def _wait(self, _: str | None) -> None:
         busy = self.in_state(STARTING)
-        deadline = Deadline(WAIT_S if busy else 0.5, "a start to resolve")
-        while not deadline.expired():
-            if any(b.start_fut is not None and b.start_fut.done() for b in busy):
-                break
-            time.sleep(0.05)
+        poll_until(lambda: any(b.start_fut is not None and b.start_fut.done() for b in busy),
+                   WAIT_S if busy else 0.5, "a start in flight to resolve", 0.05)
 
     # -- operations and their outcomes -----------------------------------------------------
     def _op(self, op: str, **args: Any) -> tuple[Any, str, dict[str, Any] | None]:
@@ -486,10 +483,10 @@ class SoakWorld:
 
     def finish(self, trends: bool = True) -> None:
         """Let the starts in flight resolve so their records are judged, then judge trends."""
-        deadline = Deadline(START_BOUND_S, "the soak's last starts to resolve")
-        while self.in_state(STARTING) and not deadline.expired():
+        def resolved() -> bool:
             self.poll()
-            time.sleep(0.2)
+            return not self.in_state(STARTING)
+        poll_until(resolved, START_BOUND_S, "the soak's last starts to resolve", 0.2)
         self.check()
         self.sample()
         for v in trend_verdicts(self.samples) if trends else ():
