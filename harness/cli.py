@@ -1,4 +1,4 @@
-"""`boxlite-chaos`: doctor | gate | ripout | conformance | repro | report | sweep | bench-*.
+"""`boxlite-chaos`: doctor | gate | matrix | ripout | conformance | repro | report | sweep | bench.
 
 Bad input (an unknown runtime version, a missing /dev/kvm, an unknown scenario) is reported in
 one line naming the problem, with a non-zero exit; never a traceback. Every job first sweeps
@@ -147,12 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.jobs.bench import ledger as bench_ledger
     from harness.jobs.bench import shutdown as bench_shutdown
     from harness.jobs.conformance import matrix as conformance
+    from harness.jobs.matrix import run as release_matrix
     from harness.jobs.repro import replay as repro
     from harness.jobs.ripout import entries as ripout
     from harness.jobs.soak import cli as soak
     bench_gate.add_parser(sub)
     soak.add_parser(sub)
     conformance.add_parser(sub)
+    release_matrix.add_parser(sub)
     repro.add_parser(sub)
     ripout.add_parser(sub)
     bench_ledger.add_parser(sub)

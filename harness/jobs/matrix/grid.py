@@ -1,0 +1,206 @@
+"""The release matrix's figures: scenario × check × runtime, each cell the check's verdict on
+that runtime, and for each row the first and last release where it was violated.
+
+Cells: `holds`, `violated` (a runtime bug the table does not name for that release), `known`
+(violated, and the table names it), `fixed` (holds where a strict entry expects it violated),
+`unseen` (holds where a non-strict entry expects a race), `unknown` (could not measure, or the
+runtime could not be driven), `absent` (the scenario ran without judging this check),
+`skipped`, `not run`. Ranges are read from the raw statuses, so they do not depend on the
+known-failures table they are there to check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from harness.jobs.matrix.releases import covered, span_specifier
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
+from harness.judge.known import FIXED, KNOWN, UNSEEN, KnownFailure, wildcard
+
+ABSENT, NOT_RUN, SKIPPED = "absent", "not run", "skipped"
+CELLS = (HOLDS, VIOLATED, KNOWN, FIXED, UNSEEN, UNKNOWN, ABSENT, SKIPPED, NOT_RUN)
+SYMBOL = {HOLDS: "·", VIOLATED: "V", KNOWN: "K", FIXED: "X", UNSEEN: "N", UNKNOWN: "U",
+          ABSENT: "-", SKIPPED: "S", NOT_RUN: " "}
+LEGEND = ("· holds, V violated (not in the table), K known (violated, tabled), X fixed (holds "
+          "where the table expects it violated), N unseen (a tabled race did not show), "
+          "U unknown, - not judged, S skipped, blank: not run")
+BAD = frozenset({VIOLATED, FIXED, UNKNOWN})     # cells that make a runtime's gate red
+VIOLATIONS = frozenset({VIOLATED, KNOWN})       # the runtime showed the bug
+
+
+@dataclass
+class Column:
+    """One runtime of the matrix: its spec, its version, and what its gate said."""
+
+    spec: str
+    version: str
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unknown: str = ""               # why this runtime could not be judged at all
+    exit_code: int | None = None
+    wall_s: float | None = None
+
+    @property
+    def key(self) -> str:
+        """The column's name: the version for a release, the spec for anything else (a wheel
+        may carry a release's version number)."""
+        return self.version if self.spec == f"boxlite=={self.version}" else self.spec
+
+
+def cell_of(result: dict[str, Any] | None, check: str) -> str:
+    """One cell: the check's worst judgement in one scenario's result (or why there is none)."""
+    if result is None:
+        return NOT_RUN
+    js = [j for j in result.get("judgements", []) if j.get("check") == check]
+    if not js:
+        return SKIPPED if result.get("outcome") == "skipped" else ABSENT
+    words = []
+    for j in js:
+        status, outcome = j.get("status"), j.get("outcome")
+        if status == UNKNOWN or status not in (HOLDS, VIOLATED):
+            words.append(UNKNOWN)
+        elif status == VIOLATED:
+            words.append(KNOWN if outcome == KNOWN else VIOLATED)
+        else:
+            words.append(outcome if outcome in (FIXED, UNSEEN) else HOLDS)
+    order = (UNKNOWN, VIOLATED, FIXED, KNOWN, UNSEEN, HOLDS)
+    return min(words, key=order.index)
+
+
+def _release_order(columns: Sequence[Column]) -> list[str]:
+    out = []
+    for c in columns:
+        try:
+            Version(c.key)
+        except InvalidVersion:
+            continue
+        out.append(c.key)
+    return out
+
+
+def row_ranges(cells: dict[str, str], ran: Sequence[str]) -> dict[str, Any]:
+    """For one row (cells by version): the first and last release where it was violated, the
+    release a fix landed in (the first release after the last violation, when every measured
+    release from there on holds) and the one the bug came in (the first violation, when an
+    older release held)."""
+    violated = [v for v in ran if cells.get(v) in VIOLATIONS]
+    out: dict[str, Any] = {"first_violated": violated[0] if violated else None,
+                           "last_violated": violated[-1] if violated else None,
+                           "fixed_in": None, "came_in": None, "contiguous": True}
+    if not violated:
+        return out
+    try:
+        span_specifier(violated, ran)
+    except ValueError:
+        out["contiguous"] = False
+    after = ran[ran.index(violated[-1]) + 1:]
+    if after and all(cells.get(v) in (HOLDS, FIXED, UNSEEN) for v in after):
+        out["fixed_in"] = after[0]
+    before = ran[:ran.index(violated[0])]
+    if before and cells.get(before[-1]) in (HOLDS, FIXED, UNSEEN):
+        out["came_in"] = violated[0]
+    return out
+
+
+def entry_measure(entry: KnownFailure, rows: list[dict[str, Any]], ran: Sequence[str]
+                  ) -> dict[str, Any]:
+    """What the matrix measured for one known-failures entry: the releases where a check it
+    matches was violated, the range that names them, and where that disagrees with the
+    entry's `versions` (releases it claims that held, releases it misses that were
+    violated)."""
+    mine = [r for r in rows if wildcard(entry.check, r["check"])
+            and any(wildcard(p, r["scenario"]) for p in entry.scenarios)]
+    violated = [v for v in ran if any(r["cells"].get(v) in VIOLATIONS for r in mine)]
+    judged = [v for v in ran if any(r["cells"].get(v) in (HOLDS, VIOLATED, KNOWN, FIXED,
+                                                          UNSEEN) for r in mine)]
+    claims = covered(entry.versions, ran)
+    try:
+        measured = span_specifier(violated, ran)
+        gap = ""
+    except ValueError as exc:
+        measured, gap = None, str(exc)
+    return {"id": entry.id, "versions": str(entry.versions), "rows": len(mine),
+            "violated_on": violated, "judged_on": judged, "measured": measured, "gap": gap,
+            "claims_but_held": [v for v in claims if v in judged and v not in violated],
+            "violated_unclaimed": [v for v in violated if v not in claims],
+            "agrees": not gap and set(claims) & set(judged) == set(violated)}
+
+
+def build_grid(columns: Sequence[Column], table: list[KnownFailure]) -> dict[str, Any]:
+    """The matrix's data from the columns' results (each column a runtime, oldest first):
+    rows of (scenario, check) with a cell per runtime and their ranges, each runtime's
+    summary, and each known-failures entry against what was measured."""
+    ran = _release_order(columns)
+    pairs = sorted({(nid, j["check"]) for c in columns for nid, r in c.results.items()
+                    for j in r.get("judgements", []) if isinstance(j.get("check"), str)})
+    rows = []
+    for nid, check in pairs:
+        cells = {c.key: (UNKNOWN if c.unknown else cell_of(c.results.get(nid), check))
+                 for c in columns}
+        rows.append({"scenario": nid, "check": check, "cells": cells,
+                     "steady": len({x for x in cells.values() if x != ABSENT}) <= 1
+                     and not set(cells.values()) & (BAD | VIOLATIONS),
+                     **row_ranges(cells, ran)})
+    runtimes = []
+    for c in columns:
+        counts = {k: sum(r["cells"][c.key] == k for r in rows) for k in CELLS}
+        red = [f"{nid} {r.get('outcome')}" for nid, r in sorted(c.results.items())
+               if r.get("outcome") not in ("passed", "skipped")]
+        runtimes.append({"spec": c.spec, "version": c.version, "key": c.key, "unknown": c.unknown,
+                         "exit_code": c.exit_code, "wall_s": c.wall_s,
+                         "scenarios": len(c.results), "red_scenarios": red,
+                         "green": not c.unknown and c.exit_code == 0, "cells": counts})
+    untabled = [{"scenario": r["scenario"], "check": r["check"],
+                 "on": [v for v in ran if r["cells"].get(v) == VIOLATED]}
+                for r in rows if VIOLATED in r["cells"].values()]
+    return {"runtimes": runtimes, "releases": ran, "rows": rows,
+            "entries": [entry_measure(e, rows, ran) for e in table],
+            "untabled": untabled,
+            "summary": {"runtimes": len(columns),
+                        "green": sum(r["green"] for r in runtimes),
+                        "rows": len(rows), "changing_rows": sum(not r["steady"] for r in rows),
+                        "untabled_rows": len(untabled)}}
+
+
+def gate_word(runtime: dict[str, Any]) -> str:
+    """'green', 'red', or 'UNKNOWN (why)' for one runtime's gate."""
+    if runtime["unknown"]:
+        return f"UNKNOWN ({runtime['unknown']})"
+    return "green" if runtime["green"] else "red"
+
+
+def render_grid(data: dict[str, Any]) -> str:
+    """The matrix for a terminal: each runtime's gate, the rows that are not the same
+    everywhere (one symbol per runtime, oldest first) with their ranges, and each table entry
+    whose range disagrees with the measurement."""
+    versions = [r["key"] for r in data["runtimes"]]
+    lines = ["runtimes: " + ", ".join(f"{r['key']} {gate_word(r)}" for r in data["runtimes"]),
+             LEGEND, "   ".join(versions)]
+    for r in data["rows"]:
+        if r["steady"]:
+            continue
+        marks = " ".join(SYMBOL[r["cells"][v]] for v in versions)
+        span = ""
+        if r["first_violated"]:
+            span = f"violated {r['first_violated']}..{r['last_violated']}"
+            if r["fixed_in"]:
+                span += f", fixed in {r['fixed_in']}"
+            if not r["contiguous"]:
+                span += " (not contiguous)"
+        lines.append(f"{marks}  {r['scenario']}  {r['check']}  {span}")
+    for e in data["entries"]:
+        if not e["agrees"] and e["judged_on"]:
+            lines.append(f"table {e['id']}: versions {e['versions']!r}, measured "
+                         f"{e['measured'] or e['gap'] or 'never violated'}"
+                         + (f"; claims but held on {', '.join(e['claims_but_held'])}"
+                            if e["claims_but_held"] else "")
+                         + (f"; violated but not claimed on {', '.join(e['violated_unclaimed'])}"
+                            if e["violated_unclaimed"] else ""))
+    s = data["summary"]
+    lines.append(f"{s['runtimes']} runtimes, {s['green']} green; {s['rows']} scenario checks, "
+                 f"{s['changing_rows']} not the same on every runtime; {s['untabled_rows']} "
+                 "violated where no table entry names the release")
+    return "\n".join(lines)
