@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from harness.cli import build_parser
-from harness.jobs.bench.gate import WINDOW_OPS, op_intervals, scenario_figures, union_length
+from harness.jobs.bench.figures import WINDOW_OPS, op_intervals, scenario_figures, union_length
 
 
 def test_union_of_overlapping_operations_counts_once():
@@ -84,7 +84,7 @@ def test_bench_gate_takes_positive_worker_counts(argv, workers):
 # -- core-seconds per scenario and per family --------------------------------------------------
 
 def test_a_scenarios_family_is_its_test_function_and_a_hostile_shards_its_family():
-    from harness.jobs.bench.gate import HOSTILE_TEST, family_of
+    from harness.jobs.bench.figures import HOSTILE_TEST, family_of
     assert family_of(f"{HOSTILE_TEST}[process-working_dir]") == f"{HOSTILE_TEST}[process]"
     assert family_of(f"{HOSTILE_TEST}[names-path_like]") == f"{HOSTILE_TEST}[names]"
     assert family_of("scenarios/init/test_guest_hang.py::test_x[exit]") == \
@@ -102,7 +102,7 @@ def _burner(seconds: float):
 
 def _burnt(pid: int, seconds: float) -> None:
     from harness.common.wait import wait_for
-    from harness.jobs.bench.gate import proc_cpu_s
+    from harness.jobs.bench.cpu import proc_cpu_s
     wait_for(lambda: (proc_cpu_s(pid) or 0) >= seconds, 30, "the child to burn its CPU", 0.05)
 
 
@@ -110,15 +110,15 @@ def test_the_plugin_writes_one_line_per_test_with_its_tree_cpu(tmp_path, monkeyp
     import resource
     from types import SimpleNamespace
 
-    from harness.jobs.bench import gate as bench_gate
+    from harness.jobs.bench import cpu as bench_cpu
     item = SimpleNamespace(nodeid="scenarios/a.py::test_y")
-    monkeypatch.delenv(bench_gate.CPU_ENV, raising=False)
-    hook = bench_gate.pytest_runtest_protocol(item, None)
+    monkeypatch.delenv(bench_cpu.CPU_ENV, raising=False)
+    hook = bench_cpu.pytest_runtest_protocol(item, None)
     next(hook)
     with pytest.raises(StopIteration):
         hook.send(None)
-    path = tmp_path / bench_gate.CPU_FILE
-    monkeypatch.setenv(bench_gate.CPU_ENV, str(path))
+    path = tmp_path / bench_cpu.CPU_FILE
+    monkeypatch.setenv(bench_cpu.CPU_ENV, str(path))
     reaped = {"s": 0.0}
     real = resource.getrusage
 
@@ -127,8 +127,8 @@ def test_the_plugin_writes_one_line_per_test_with_its_tree_cpu(tmp_path, monkeyp
         if who == resource.RUSAGE_CHILDREN:
             return SimpleNamespace(ru_utime=reaped["s"], ru_stime=0.0)
         return real(who)
-    monkeypatch.setattr(bench_gate.resource, "getrusage", fake)
-    hook = bench_gate.pytest_runtest_protocol(item, None)
+    monkeypatch.setattr(bench_cpu.resource, "getrusage", fake)
+    hook = bench_cpu.pytest_runtest_protocol(item, None)
     next(hook)
     child = _burner(0.6)            # a VM spinning during the scenario, still alive at its end
     try:
@@ -139,14 +139,14 @@ def test_the_plugin_writes_one_line_per_test_with_its_tree_cpu(tmp_path, monkeyp
     finally:
         child.kill()
         child.wait()
-    [row] = bench_gate.read_scenario_cpu(tmp_path)
+    [row] = bench_cpu.read_scenario_cpu(tmp_path)
     assert row["nodeid"] == item.nodeid and row["reaped_s"] == 2.5
     assert 0.55 <= row["tree_s"] < 2.0 and row["processes"] >= 1
     assert row["core_s"] == round(row["harness_s"] + row["tree_s"], 3)
 
 
 def test_tree_cpu_counts_only_what_a_process_spent_during_the_test():
-    from harness.jobs.bench.gate import TreeCpu
+    from harness.jobs.bench.cpu import TreeCpu
     child = _burner(0.4)
     try:
         _burnt(child.pid, 0.4)
@@ -158,14 +158,8 @@ def test_tree_cpu_counts_only_what_a_process_spent_during_the_test():
 
 
 def test_scenario_cpu_lines_add_up_per_family_and_a_torn_line_is_skipped(tmp_path):
-    from harness.jobs.bench.gate import (
-        CPU_FILE,
-        HOSTILE_TEST,
-        by_family,
-        cpu_table,
-        longest_unit,
-        read_scenario_cpu,
-    )
+    from harness.jobs.bench.cpu import CPU_FILE, read_scenario_cpu
+    from harness.jobs.bench.figures import HOSTILE_TEST, by_family, cpu_table, longest_unit
     lines = [{"nodeid": f"{HOSTILE_TEST}[env-keys]", "wall_s": 20.0, "harness_s": 2.0,
               "tree_s": 10.0, "reaped_s": 1.0},
              {"nodeid": f"{HOSTILE_TEST}[env-values]", "wall_s": 25.0, "harness_s": 1.0,
@@ -188,7 +182,7 @@ def test_scenario_cpu_lines_add_up_per_family_and_a_torn_line_is_skipped(tmp_pat
 
 
 def test_the_cpu_floor_comes_from_busy_time_on_a_quiet_machine_and_from_scenarios_else():
-    from harness.jobs.bench.gate import cpu_lines
+    from harness.jobs.bench.figures import cpu_lines
     run = {"wall_s": 100.0, "machine_busy_s": 190.0, "harness_cpu_s": 40.0, "gate_cpu_s": 90.0}
     quiet = "\n".join(cpu_lines("parallel", run, 2, 40.0, 0.1, scenario_core_s=120.0))
     assert "the gate's core-seconds: 180.0 (machine busy less the load before" in quiet

@@ -22,7 +22,7 @@ import pytest
 
 from harness.common.wait import hold
 from harness.faults.shim import Proc
-from harness.leftovers import sweep
+from harness.leftovers import markers, sweep
 from harness.session import interrupt
 from harness.session.doctor import check_kvm
 
@@ -42,22 +42,22 @@ class Gate:
         self.tmp = tmp / "t"
         self.tmp.mkdir()
         self.env = env = {k: v for k, v in os.environ.items()
-                          if not k.startswith(("PYTEST_", sweep.OWNER_ENV, sweep.RUN_ENV))
+                          if not k.startswith(("PYTEST_", markers.OWNER_ENV, markers.RUN_ENV))
                           and k != "BOXLITE_CHAOS_REPORT"}
-        env[sweep.TMP_ENV] = str(self.tmp)
+        env[markers.TMP_ENV] = str(self.tmp)
         self.log = tmp / "gate.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness.cli", "gate", "--report", str(self.report),
              "-n", "2", *args], cwd=PROJECT, env=env, stdout=open(self.log, "wb"),
             stderr=subprocess.STDOUT, start_new_session=True)
-        owner = sweep.Owner.of(self.proc.pid)
+        owner = markers.Owner.of(self.proc.pid)
         assert owner is not None
         self.owner = owner
         self.seen: set[Proc] = set()
 
     def homes(self) -> dict[Path, dict]:
         """This run's marked folders (a scenario in flight has one)."""
-        return {p: d for p, d in sweep.marked_folders([self.tmp], index=Path("/nonexistent"))
+        return {p: d for p, d in markers.marked_folders([self.tmp], index=Path("/nonexistent"))
                 if d.get("run", {}).get("pid") == self.owner.pid}
 
     def descendants(self) -> list[Proc]:

@@ -17,7 +17,8 @@ import pytest
 
 from harness.common.errors import HistoryError
 from harness.jobs.repro import replay as repro
-from harness.jobs.repro.replay import Replayer, extract_schedule, load_schedule, parse_flavour
+from harness.jobs.repro.replay import Replayer
+from harness.jobs.repro.schedule import extract_schedule, load_schedule, parse_flavour
 from harness.judge.checks import HOLDS
 from harness.observe.records import RecordRead
 from harness.runtime.host import RUNNER, SDK_DEFAULT, Flavour, RuntimeOpError

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness.common.wait import Deadline
-from harness.jobs.repro.replay import extract_schedule
+from harness.jobs.repro.schedule import extract_schedule
 from harness.jobs.soak import checks as soak_checks
 from harness.jobs.soak import cli, driver, machine, model, probes, shrink, trends
 from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict

@@ -17,8 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.leftovers import sweep
-from harness.leftovers.sweep import MARKER, OWNER_ENV, Owner, ProcInfo
+from harness.leftovers import markers, processes, sweep
+from harness.leftovers.footprint import footprint
+from harness.leftovers.markers import MARKER, OWNER_ENV, Owner
+from harness.leftovers.processes import ProcInfo
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +45,7 @@ def folder(root: Path, name: str, owner: Owner, run: Owner | None = None,
     path.mkdir(parents=True)
     if size:
         (path / "disk.img").write_bytes(b"x" * size)
-    sweep.mark(path, "homes", owner=owner, run=run or owner, **kw)
+    markers.mark(path, "homes", owner=owner, run=run or owner, **kw)
     return path
 
 
@@ -54,11 +56,11 @@ def run_sweep(root: Path, **kw) -> sweep.SweepReport:
 # -- owners ---------------------------------------------------------------------------------
 
 def test_alive_is_pid_and_start_time():
-    me = sweep.me()
-    assert sweep.alive(me) is True
+    me = markers.me()
+    assert markers.alive(me) is True
     # The same pid with another start time: a recycled pid is another process.
-    assert sweep.alive(Owner(me.pid, me.create_time - 5.0)) is False
-    assert sweep.alive(dead_owner()) is False
+    assert markers.alive(Owner(me.pid, me.create_time - 5.0)) is False
+    assert markers.alive(dead_owner()) is False
 
 
 def test_a_zombie_owner_is_dead():
@@ -72,13 +74,13 @@ def test_a_zombie_owner_is_dead():
             break
         time.sleep(0.01)
     try:
-        assert sweep.alive(owner) is False
+        assert markers.alive(owner) is False
     finally:
         proc.wait()
 
 
 def test_owner_tokens_round_trip():
-    me = sweep.me()
+    me = markers.me()
     assert Owner.parse(me.token) == me
     assert Owner.parse("garbage") is None and Owner.parse(None) is None
 
@@ -149,7 +151,7 @@ def test_a_dead_runs_folder_goes_with_its_size(tmp_path):
 
 def test_a_live_runs_folder_stays(tmp_path):
     root = tmp_path / "tmp"
-    live = folder(root, "bxc-live", sweep.me())
+    live = folder(root, "bxc-live", markers.me())
     rep = run_sweep(root)
     assert live.is_dir() and (live / MARKER).is_file()
     assert not rep.swept and "alive" in rep.kept[0].why
@@ -157,7 +159,7 @@ def test_a_live_runs_folder_stays(tmp_path):
 
 def test_a_reused_pid_does_not_keep_a_folder(tmp_path):
     root = tmp_path / "tmp"
-    me = sweep.me()
+    me = markers.me()
     stale = folder(root, "bxc-reused", Owner(me.pid, me.create_time - 100.0))
     run_sweep(root)
     assert not stale.exists()
@@ -192,23 +194,23 @@ def test_a_folder_outside_the_roots_is_found_through_the_index(tmp_path):
     (report / "data").mkdir()
     (report / "data" / "layer").write_bytes(b"y" * 5000)
     (report / "dockerd.log").write_text("log")
-    sweep.mark(report, "dockerd", remove=("data", "exec"), owner=dead_owner(),
+    markers.mark(report, "dockerd", remove=("data", "exec"), owner=dead_owner(),
                run=dead_owner())
     rep = run_sweep(tmp_path / "empty-root")
     assert [x.path for x in rep.swept] == [report.resolve()]
     assert not (report / "data").exists() and (report / "dockerd.log").is_file()
     assert not (report / MARKER).exists()
-    assert not list(sweep.index_dir().glob("*.json"))       # forgotten once done
+    assert not list(markers.index_dir().glob("*.json"))       # forgotten once done
     assert "data, exec of" in rep.lines()[0]
 
 
 def test_a_stale_index_entry_is_dropped(tmp_path):
     gone = tmp_path / "elsewhere"
     gone.mkdir()
-    sweep.mark(gone, "registry", remove=(), owner=dead_owner(), run=dead_owner())
+    markers.mark(gone, "registry", remove=(), owner=dead_owner(), run=dead_owner())
     (gone / MARKER).unlink()
     assert not run_sweep(tmp_path / "empty-root").swept
-    assert not list(sweep.index_dir().glob("*.json"))
+    assert not list(markers.index_dir().glob("*.json"))
 
 
 def test_a_scenarios_artifacts_are_copied_before_its_homes_go(tmp_path):
@@ -285,10 +287,10 @@ def test_identify_by_environment_ancestry_or_cgroup():
 
 def test_refers_to_is_a_whole_path():
     f = Path("/tmp/bxc-ab")
-    assert sweep.refers_to(info(1, 0, "x --home /tmp/bxc-ab/home1"), f)
-    assert sweep.refers_to(info(1, 0, "x", cwd="/tmp/bxc-ab"), f)
-    assert sweep.refers_to(info(1, 0, "x --root=/tmp/bxc-ab"), f)
-    assert not sweep.refers_to(info(1, 0, "x /tmp/bxc-abc/home1"), f)
+    assert processes.refers_to(info(1, 0, "x --home /tmp/bxc-ab/home1"), f)
+    assert processes.refers_to(info(1, 0, "x", cwd="/tmp/bxc-ab"), f)
+    assert processes.refers_to(info(1, 0, "x --root=/tmp/bxc-ab"), f)
+    assert not processes.refers_to(info(1, 0, "x /tmp/bxc-abc/home1"), f)
 
 
 # -- the run's footprint ----------------------------------------------------------------------
@@ -298,25 +300,25 @@ def test_footprint_counts_this_runs_folders_only(tmp_path):
     folder(root, "bxc-1", run, size=200_000)
     folder(root, "bxc-2", run, size=100_000)
     folder(root, "bxc-3", other, size=500_000)
-    size, n = sweep.footprint(run, under=[root])
+    size, n = footprint(run, under=[root])
     assert n == 2 and 300_000 <= size < 500_000
 
 
 def test_marker_is_json_naming_owner_run_and_kind(tmp_path):
     path = tmp_path / "f"
     path.mkdir()
-    sweep.mark(path, "homes", scenario="s::t", workdir="/r/s")
+    markers.mark(path, "homes", scenario="s::t", workdir="/r/s")
     data = json.loads((path / MARKER).read_text())
     assert data["owner"]["pid"] == os.getpid() and data["kind"] == "homes"
     assert data["note"] == {"scenario": "s::t", "workdir": "/r/s"}
-    assert os.environ[OWNER_ENV] == sweep.me().token     # what it starts now carries it
+    assert os.environ[OWNER_ENV] == markers.me().token     # what it starts now carries it
 
 
 def test_a_cgroup_a_live_run_also_names_is_not_the_dead_ones(tmp_path):
     """A reused pid can give a dead daemon's cgroup the name of a live one's: processes in it
     are not killed for the dead one, and it is not removed."""
     root, shared = tmp_path / "tmp", "/sys/fs/cgroup/pids/boxlite-chaos-7-1"
-    folder(root, "chaos-dockerd-live", sweep.me(), cgroups=[shared])
+    folder(root, "chaos-dockerd-live", markers.me(), cgroups=[shared])
     folder(root, "chaos-dockerd-dead", dead_owner(), cgroups=[shared, shared + "-other"])
     left = [x for x in sweep.plan(under=[root], procs=[]) if x.decision == "sweep"]
     assert [x.path.name for x in left] == ["chaos-dockerd-dead"]
@@ -324,7 +326,7 @@ def test_a_cgroup_a_live_run_also_names_is_not_the_dead_ones(tmp_path):
 
 
 def test_rmdir_cgroups_removes_only_empty_folders_under_its_root(tmp_path):
-    from harness.leftovers.sweep import rmdir_cgroups
+    from harness.leftovers.processes import rmdir_cgroups
     root = tmp_path / "cg"
     (root / "a" / "b").mkdir(parents=True)
     (root / "busy").mkdir()

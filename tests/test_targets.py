@@ -26,11 +26,11 @@ from harness.observe.processes import ProcRecord
 from harness.runtime.spec import DEFAULT_SPEC
 from harness.targets import pattern
 from harness.targets.base import RecordView, TargetUnavailable, alive, mounts_under, unmount_under
-from harness.targets.docker import (
+from harness.targets.docker import DockerTarget
+from harness.targets.dockerd import (
     LONGEST_SOCKET,
     SOCKET_MAX,
     DockerDaemon,
-    DockerTarget,
     cgroup_dirs,
     daemon_root,
     shim_socket,

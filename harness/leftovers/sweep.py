@@ -1,10 +1,5 @@
-"""Owner markers on the folders a run makes outside its report, and the sweep that removes what
-dead runs left there: the folders, their mounts and cgroups, and the processes provably theirs.
-
-Every such folder (runtime homes `/tmp/bxc-*`, a conformance target's `/tmp/chaos-*`, a private
-dockerd's root, the loopback registry's folder) holds MARKER: the pid and start time of the
-process that made it (its owner) and of the run it belongs to (the gate, soak, ... that
-started that process). Folders outside /tmp are also listed in the index (`<cache>/owned/`).
+"""The sweep: what dead runs left in their marked folders (harness.leftovers.markers) goes: the
+folders, their mounts and cgroups, and the processes provably theirs; `boxlite-chaos sweep`.
 
 A folder is swept only when its marker says so: its owner is dead (gone, a zombie, or the pid
 now names another process: the start time differs, or the machine rebooted) and so is its
@@ -14,360 +9,48 @@ readable marker is ever touched. A process is killed only when it refers to a sw
 owner: hosts, bwraps, dockerd, registries), or descends from a live process that does (a box's
 VM, whose environment bwrap clears), or sits in one of the folder's marked cgroups; any other
 process that refers to it is reported, never killed, and the folder stays while it runs.
+
+Our own rather than a /tmp cleaner (tmpreaper, systemd-tmpfiles): those go by age, and would
+remove a live run's folders; only the markers say whose a folder is and whether they live.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
 import os
 import shutil
-import stat
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from harness.common.paths import cache_root
+from harness.leftovers.footprint import disk_usage, mib
+from harness.leftovers.markers import (
+    Owner,
+    alive,
+    boot_id,
+    marked_folders,
+    owner_of,
+    release,
+    roots,
+    unmarked_lookalikes,
+)
 
-MARKER = ".boxlite-chaos-owner.json"
-# Environment variables every process a run starts inherits. Not BOXLITE_*: the runtime host
-# drops those from its children's environment.
-OWNER_ENV = "BXC_OWNER"
-RUN_ENV = "BXC_RUN"
-# Where a run makes its short-lived folders (runtime homes): /tmp, or $BOXLITE_CHAOS_TMP.
-TMP_ENV = "BOXLITE_CHAOS_TMP"
+# `boxlite-chaos` claims its run through this module (sweep.claim_run) before sweeping.
+from harness.leftovers.markers import claim_run as claim_run
+from harness.leftovers.processes import (
+    ProcInfo,
+    cgroup_pids,
+    environ_owner,
+    list_processes,
+    refers_to,
+    rmdir_cgroups,
+)
 
-
-def tmp_root() -> Path:
-    return Path(os.environ.get(TMP_ENV) or "/tmp")
-
-
-def roots() -> tuple[Path, ...]:
-    """Where the sweep looks for marked folders (one level down), besides the index."""
-    return (tmp_root(),)
-
-# Folders a run of ours makes directly under /tmp, by name (for the "left alone" count of
-# markerless folders, e.g. from a harness that predates markers).
-OUR_PREFIXES = ("bxc-", "chaos-")
 KILL_WAIT_S = 5.0
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def index_dir() -> Path:
-    return cache_root() / "owned"
-
-
-# -- identities -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Owner:
-    """A process by pid and start time: `token` is how markers and environments carry it."""
-
-    pid: int
-    create_time: float
-
-    @property
-    def token(self) -> str:
-        return f"{self.pid}:{self.create_time!r}"
-
-    @classmethod
-    def parse(cls, token: str | None) -> Owner | None:
-        try:
-            pid, ct = str(token).split(":", 1)
-            return cls(int(pid), float(ct))
-        except (ValueError, AttributeError):
-            return None
-
-    @classmethod
-    def of(cls, pid: int) -> Owner | None:
-        try:
-            return cls(pid, psutil.Process(pid).create_time())
-        except psutil.Error:
-            return None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "create_time": self.create_time}
-
-
-_me: Owner | None = None
-
-
-def me() -> Owner:
-    global _me
-    if _me is None or _me.pid != os.getpid():          # forked: another process
-        _me = Owner.of(os.getpid())
-        assert _me is not None
-    return _me
-
-
-def claim_run() -> Owner:
-    """This process starts a run (a CLI job, a pytest controller): its children inherit the
-    run's identity."""
-    os.environ[RUN_ENV] = me().token
-    os.environ[OWNER_ENV] = me().token
-    return me()
-
-
-def run_owner() -> Owner:
-    return Owner.parse(os.environ.get(RUN_ENV)) or claim_run()
-
-
-def alive(owner: Owner) -> bool | None:
-    """True: that very process runs. False: it is gone (a zombie has ended). None: cannot tell
-    (not allowed to look): never swept."""
-    try:
-        p = psutil.Process(owner.pid)
-        return p.create_time() == owner.create_time and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return None
-
-
-# -- markers --------------------------------------------------------------------------------
-
-def mark(folder: Path, kind: str, *, remove: Iterable[str] = (".",),
-         cgroups: Iterable[str] = (), owner: Owner | None = None, run: Owner | None = None,
-         **note: Any) -> Path:
-    """Write `folder`'s owner marker (atomically: a half-written one is never read) and list
-    it in the index. `remove`: what a sweep removes, relative to the folder ("." for all of
-    it); `cgroups`: folders under /sys/fs/cgroup a sweep may rmdir (when empty); `note`:
-    anything a person, or the sweep (`workdir`: where a scenario's artifacts go), needs.
-    The owner is this process and the run its run, unless given (tests)."""
-    if owner is None:
-        owner = me()
-        os.environ[OWNER_ENV] = owner.token     # what this process starts carries it
-    run = run or run_owner()
-    folder = Path(folder).resolve()
-    try:
-        cmd = " ".join(psutil.Process().cmdline())[:300]
-    except psutil.Error:
-        cmd = ""
-    data = {"owner": {**owner.to_json(), "cmd": cmd}, "run": run.to_json(),
-            "boot_id": boot_id(), "kind": kind, "path": str(folder),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "remove": list(remove), "cgroups": [str(c) for c in cgroups], "note": note}
-    _write_atomic(folder / MARKER, json.dumps(data, indent=1, default=str))
-    if folder.parent in roots():
-        return folder / MARKER          # found by scanning its root
-    try:
-        idx = index_dir()
-        idx.mkdir(parents=True, exist_ok=True)
-        _write_atomic(idx / _index_name(folder), json.dumps({"path": str(folder)}))
-    except OSError:
-        pass            # the index only finds folders outside /tmp; the marker is what counts
-    return folder / MARKER
-
-
-def release(folder: Path) -> None:
-    """The owner is done with `folder` (removed it, or left it clean in the report): its
-    marker and index entry go."""
-    folder = Path(folder).resolve()
-    for path in (folder / MARKER, index_dir() / _index_name(folder)):
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _index_name(folder: Path) -> str:
-    return hashlib.sha256(str(folder).encode()).hexdigest()[:24] + ".json"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def read_marker(folder: Path) -> dict[str, Any] | None:
-    """The folder's marker, or None when it has none or it cannot be read as one."""
-    try:
-        data = json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("owner"), dict):
-        return None
-    return data
-
-
-def _owner_of(data: dict[str, Any], key: str) -> Owner | None:
-    raw = data.get(key) or {}
-    try:
-        return Owner(int(raw["pid"]), float(raw["create_time"]))
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def marked_folders(under: Iterable[Path] | None = None, index: Path | None = None
-                   ) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every folder directly under `under` (default: roots()) with a marker, then every
-    indexed folder whose marker is still there and names it."""
-    seen: set[Path] = set()
-    for root in roots() if under is None else under:
-        try:
-            entries = list(os.scandir(root))
-        except OSError:
-            continue
-        for e in entries:
-            try:
-                if not e.is_dir(follow_symlinks=False):
-                    continue
-            except OSError:
-                continue
-            path = Path(e.path)
-            data = read_marker(path)
-            if data is not None:
-                seen.add(path)
-                yield path, data
-    index = index_dir() if index is None else index
-    try:
-        entries = sorted(index.glob("*.json"))
-    except OSError:
-        entries = []
-    for entry in entries:
-        try:
-            path = Path(json.loads(entry.read_text())["path"])
-        except (OSError, ValueError, KeyError, TypeError):
-            entry.unlink(missing_ok=True)
-            continue
-        if path in seen:
-            continue
-        seen.add(path)
-        data = read_marker(path)
-        if data is None or Path(data.get("path", "")) != path:
-            entry.unlink(missing_ok=True)     # gone, moved or no longer ours: nothing to do
-            continue
-        yield path, data
-
-
-def unmarked_lookalikes(under: Iterable[Path] | None = None) -> list[Path]:
-    """Folders named like ours with no marker: never touched, only counted."""
-    out = []
-    for root in roots() if under is None else under:
-        with contextlib.suppress(OSError):
-            for e in os.scandir(root):
-                if (e.name.startswith(OUR_PREFIXES) and e.is_dir(follow_symlinks=False)
-                        and read_marker(Path(e.path)) is None):
-                    out.append(Path(e.path))
-    return sorted(out)
-
-
-# -- sizes ----------------------------------------------------------------------------------
-
-def disk_usage(path: Path) -> int:
-    """Bytes on disk under `path` (allocated blocks: sparse disk images count what they hold),
-    without following links or crossing into other filesystems."""
-    try:
-        top = os.lstat(path)
-    except OSError:
-        return 0
-    if not stat.S_ISDIR(top.st_mode):
-        return top.st_blocks * 512
-    total, stack = top.st_blocks * 512, [str(path)]
-    while stack:
-        try:
-            it = os.scandir(stack.pop())
-        except OSError:
-            continue
-        with it:
-            for e in it:
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                total += st.st_blocks * 512
-                if stat.S_ISDIR(st.st_mode) and st.st_dev == top.st_dev:
-                    stack.append(e.path)
-    return total
-
-
-def mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
-
-
-# -- processes ------------------------------------------------------------------------------
-
-@dataclass
-class ProcInfo:
-    pid: int
-    create_time: float
-    ppid: int
-    name: str
-    cmd: str
-    cwd: str
-    zombie: bool = False
-
-    def describe(self) -> dict[str, Any]:
-        return {"pid": self.pid, "create_time": self.create_time, "name": self.name,
-                "cmd": self.cmd[:200]}
-
-
-def list_processes() -> list[ProcInfo]:
-    out = []
-    for p in psutil.process_iter():
-        try:
-            with p.oneshot():
-                info = ProcInfo(p.pid, p.create_time(), p.ppid(), p.name(), "", "",
-                                p.status() == psutil.STATUS_ZOMBIE)
-                try:
-                    info.cmd = " ".join(p.cmdline())
-                except psutil.Error:
-                    pass
-                try:
-                    info.cwd = p.cwd()
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            continue
-        out.append(info)
-    return out
-
-
-def environ_owner(pid: int, create_time: float) -> str | None:
-    """The OWNER_ENV a process was started with (None: none, or not readable)."""
-    try:
-        p = psutil.Process(pid)
-        if p.create_time() != create_time:
-            return None
-        return p.environ().get(OWNER_ENV)
-    except psutil.Error:
-        return None
-
-
-def cgroup_pids(dirs: Iterable[str]) -> set[int]:
-    """Every pid in the given cgroup folders and those below them."""
-    pids: set[int] = set()
-    for top in dirs:
-        for dirpath, _dirs, _files in os.walk(top):
-            with contextlib.suppress(OSError, ValueError):
-                pids.update(int(x) for x in Path(dirpath, "cgroup.procs").read_text().split())
-    return pids
-
-
-def refers_to(info: ProcInfo, folder: Path) -> bool:
-    base = str(folder)
-    if info.cwd == base or info.cwd.startswith(base + "/"):
-        return True
-    at = info.cmd.find(base)
-    while at != -1:
-        end = at + len(base)
-        if end == len(info.cmd) or info.cmd[end] in "/ \t=:,":
-            return True
-        at = info.cmd.find(base, end)
-    return False
 
 
 # -- the plan -------------------------------------------------------------------------------
@@ -408,7 +91,7 @@ def decide(path: Path, data: dict[str, Any], *, is_alive: Alive = alive,
     """Sweep or keep one marked folder, from its marker alone. `own_run`: the run that is
     sweeping its own workers' folders (their run is alive: it is the sweeper); `only_owner`:
     consider only the folders of that owner."""
-    owner, run = _owner_of(data, "owner"), _owner_of(data, "run")
+    owner, run = owner_of(data, "owner"), owner_of(data, "run")
     left = Leftover(path, str(data.get("kind", "?")), owner, run, "keep", "", data)
     if owner is None:
         left.why = "its marker names no owner"
@@ -502,23 +185,6 @@ def _kill(procs: list[ProcInfo]) -> list[dict[str, Any]]:
     from harness.faults.shim import Proc
     from harness.targets.base import kill_all
     return kill_all([Proc(p.pid, p.create_time, p.name) for p in procs], wait_s=KILL_WAIT_S)
-
-
-def rmdir_cgroups(dirs: Iterable[str | Path], under: str = "/sys/fs/cgroup/"
-                  ) -> dict[str, list[str]]:
-    """rmdir each of `dirs` that lies under `under`, deepest first: only empty cgroups go
-    (the kernel refuses a populated one). Returns {removed, failed} paths."""
-    removed, failed = [], []
-    for top in map(str, dirs):
-        if not top.startswith(under) or not os.path.isdir(top):
-            continue
-        for dirpath, _dirs, _files in os.walk(top, topdown=False):
-            try:
-                os.rmdir(dirpath)
-                removed.append(dirpath)
-            except OSError as exc:
-                failed.append(f"{dirpath}: {exc.strerror}")
-    return {"removed": removed, "failed": failed}
 
 
 def copy_home_artifacts(homes: Iterable[Path], dest: Path) -> list[str]:
@@ -696,58 +362,6 @@ def sweep_at_start(say: Callable[[str], None] = print) -> SweepReport | None:
         for line in rep.lines(verbose=False):
             say(line)
     return rep
-
-
-# -- the /tmp footprint ---------------------------------------------------------------------
-
-def footprint(run: Owner, under: Iterable[Path] | None = None) -> tuple[int, int]:
-    """(bytes, folders) of this run's marked folders under the roots right now."""
-    total = n = 0
-    for path, data in marked_folders(under, index=Path("/nonexistent")):
-        if _owner_of(data, "run") == run:
-            total += disk_usage(path)
-            n += 1
-    return total, n
-
-
-class FootprintSampler:
-    """Samples this run's /tmp footprint on a thread; `peak` is the largest seen."""
-
-    def __init__(self, run: Owner, interval_s: float = 1.0) -> None:
-        self.run, self.interval_s = run, interval_s
-        self.peak, self.peak_folders, self.peak_at_s, self.samples = 0, 0, 0.0, 0
-        self._t0 = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="tmp-footprint", daemon=True)
-
-    def start(self) -> FootprintSampler:
-        self._thread.start()
-        return self
-
-    def sample(self) -> None:
-        size, n = footprint(self.run)
-        self.samples += 1
-        if size > self.peak:
-            self.peak, self.peak_folders = size, n
-            self.peak_at_s = time.monotonic() - self._t0
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError):
-                self.sample()
-            self._stop.wait(self.interval_s)
-
-    def stop(self) -> dict[str, Any]:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        return {"peak_bytes": self.peak, "peak_folders": self.peak_folders,
-                "peak_at_s": round(self.peak_at_s, 1), "samples": self.samples,
-                "interval_s": self.interval_s}
-
-    def line(self) -> str:
-        return (f"peak /tmp footprint: {mib(self.peak)} in {self.peak_folders} folder(s), "
-                f"{self.peak_at_s:.0f} s into the run (sampled every {self.interval_s:g} s)")
-
 
 # -- command line ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import psutil
 
 from harness.common.errors import SetupError
 from harness.common.wait import wait_for
-from harness.leftovers.sweep import mark, release
+from harness.leftovers.markers import mark, release
 from harness.runtime.image import BusyboxImage
 
 GUEST_BASE = "library/debian:bookworm-slim"

@@ -3,7 +3,8 @@
 `Chaos` is what the `chaos` fixture hands a scenario. Scenarios arrange steps on it and call
 `chaos.judge(...)` with check verdicts; `conclude()` ends the scenario (heals faults, ends
 hosts, waits out the shim watchdog, judges processes) and turns the verdicts into outcomes.
-Its runtime homes live under /tmp with an owner marker (harness.leftovers.sweep) and go at its end.
+Its runtime homes live under /tmp with an owner marker (harness.leftovers.markers) and go at
+its end.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from harness.common.wait import Deadline, poll_until
 from harness.faults.base import Fault, FaultSet
 from harness.judge import checks
 from harness.judge.known import FAILING, Judgement, KnownFailure, judge
-from harness.leftovers import sweep
+from harness.leftovers import markers, sweep
 from harness.observe.history import History, read_history
 from harness.observe.processes import ProcessLedger
 from harness.observe.reaping import end_points, reaping_points
@@ -43,7 +44,7 @@ ZOMBIE_SETTLE_S = 15.0
 # within about 8 s. Processes may outlive their host by at most this much.
 WATCHDOG_BOUND_S = 10.0
 RUNTIME_KINDS = ("shim", "vm", "bwrap", "host")
-# Free space a scenario needs where its homes go (sweep.tmp_root(), /tmp) before it starts:
+# Free space a scenario needs where its homes go (markers.tmp_root(), /tmp) before it starts:
 # a home holds 107-113 MiB once a box was created (disk images, the guest rootfs), and a
 # scenario that restarts or adds a host may hold two.
 HOMES_FREE_MIB = 256
@@ -154,11 +155,11 @@ class Chaos:
         # Homes live under a short temporary folder (a unix socket path inside a home must
         # fit in 108 bytes on 0.9.x); the scenario folder links to it. Its marker lets a
         # sweep remove it should this process die before its teardown.
-        parent = sweep.tmp_root()
+        parent = markers.tmp_root()
         require_space(parent, HOMES_FREE_MIB, "a scenario's runtime homes")
         try:
             self.homes_root = Path(tempfile.mkdtemp(prefix="bxc-", dir=parent))
-            sweep.mark(self.homes_root, "homes", scenario=self.node_id,
+            markers.mark(self.homes_root, "homes", scenario=self.node_id,
                        workdir=str(self.workdir))
         except OSError as exc:
             raise disk_full(parent, exc) from exc
@@ -294,7 +295,7 @@ class Chaos:
         # The homes go with the scenario; what a failure needs was copied to artifacts/.
         (self.workdir / "homes").unlink(missing_ok=True)
         shutil.rmtree(self.homes_root, ignore_errors=True)
-        sweep.release(self.homes_root)
+        markers.release(self.homes_root)
 
     def write_summary(self) -> None:
         path = self.workdir / "verdicts.json"

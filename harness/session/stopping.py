@@ -34,7 +34,8 @@ from harness.common.errors import HarnessError
 from harness.common.wait import poll_until
 from harness.faults.shim import Proc
 from harness.judge.known import load_table
-from harness.leftovers import sweep
+from harness.leftovers import markers, sweep
+from harness.leftovers.footprint import FootprintSampler
 from harness.scenario.context import keep_whole_lines
 from harness.session import interrupt
 
@@ -58,7 +59,7 @@ class _RunState:
         self.killed_workers: set[str] = set()       # SIGKILLed past the stop bound
         self.collected: list[str] = []
         self.finished: set[str] = set()
-        self.footprint: sweep.FootprintSampler | None = None
+        self.footprint: FootprintSampler | None = None
         self.handlers: interrupt.Handlers | None = None
         self.session_over = False       # a worker past its session: nothing left to stop
 
@@ -86,14 +87,14 @@ def _slug(nodeid: str) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     if not _is_worker():
-        sweep.claim_run()
+        markers.claim_run()
         if config.getoption("--chaos-report"):     # a run (gate, ./go test), not a quick pytest
             sweep.sweep_at_start()
-            _run.footprint = sweep.FootprintSampler(sweep.run_owner()).start()
+            _run.footprint = FootprintSampler(markers.run_owner()).start()
     else:
-        # What this worker starts carries its identity (see harness.leftovers.sweep), and it stops
+        # What this worker starts carries its identity (see harness.leftovers.markers), and it stops
         # with its controller.
-        os.environ[sweep.OWNER_ENV] = sweep.me().token
+        os.environ[markers.OWNER_ENV] = markers.me().token
         interrupt.watch_parent()
     _run.config = config
     interrupt.delegated = True
@@ -209,8 +210,8 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     proc = _run.workers.get(getattr(node.gateway, "id", ""))
     if error is None or proc is None:
         return
-    rep = sweep.sweep(own_run=sweep.run_owner(),
-                      only_owner=sweep.Owner(proc.pid, proc.create_time))
+    rep = sweep.sweep(own_run=markers.run_owner(),
+                      only_owner=markers.Owner(proc.pid, proc.create_time))
     _reap_adopted()
     if rep.swept:
         print(f"\nboxlite-chaos: worker {node.gateway.id} (pid {proc.pid}) died; "
@@ -401,7 +402,7 @@ def before_report(session: pytest.Session) -> None:
     if _run.workers:
         # The workers have ended: whatever one of them left (it died, or was killed past the
         # stop bound) is swept now, by this run's markers.
-        rep = sweep.sweep(own_run=sweep.run_owner())
+        rep = sweep.sweep(own_run=markers.run_owner())
         _reap_adopted()
         if rep.swept:
             print(f"\nboxlite-chaos: {rep.headline()} (left by this run's workers)")

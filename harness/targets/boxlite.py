@@ -22,7 +22,7 @@ from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import Proc, box_tree, freeze_box, kill_shim, wait_for_shim
 from harness.judge.checks import SETTLED
-from harness.leftovers.sweep import mark
+from harness.leftovers.markers import mark
 from harness.observe.history import History
 from harness.observe.processes import classify
 from harness.observe.records import RecordRead, read_host, read_store

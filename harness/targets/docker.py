@@ -1,43 +1,33 @@
-"""Docker as the reference target: a private dockerd, a locally imported busybox image, and the
-pattern's faults (a start that fails, the shim SIGKILLed, dockerd signalled during a start, a
-paused container).
+"""Docker as the reference target: a private dockerd (harness.targets.dockerd), a locally
+imported busybox image, and the pattern's faults (a start that fails, the shim SIGKILLed,
+dockerd signalled during a start, a paused container).
 
-The daemon is the fixture's own: data root, exec root, unix socket, pid file, config and key
-file under its folder, its containers' cgroups under a parent of its own; no TCP listener, no
-bridge, no iptables, no IP forwarding; containers run with network_mode none from an image
-imported from a tar built from the local busybox, never pulled. It is stopped with SIGTERM,
-then SIGKILL by pid and start time, and whatever it mounted under its folder is unmounted.
+Containers run with network_mode none from an image imported from a tar built from the local
+busybox, never pulled. At the end the daemon is stopped, whatever it left running is killed,
+and whatever it mounted under its folder is unmounted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import itertools
-import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import docker
 import docker.errors
 import psutil
-import requests
 
 from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import KillShim, Proc
-from harness.leftovers.sweep import mark, release
+from harness.leftovers.markers import mark, release
 from harness.observe.history import History
 from harness.runtime.image import BUSYBOX, _layer_tar
 from harness.targets.base import (
@@ -52,131 +42,25 @@ from harness.targets.base import (
     kill_all,
     mounts_under,
     scan,
-    short_root,
     unmount_under,
 )
+from harness.targets.dockerapi import API_ERRORS, OpLog
+from harness.targets.dockerd import (
+    DOCKERD,
+    DockerDaemon,
+    cgroup_dirs,
+    remove_cgroups,
+    remove_shim_sockets,
+)
 
-DOCKERD = "dockerd"
-READY_TIMEOUT_S = 60.0
-API_TIMEOUT_S = 60
 # dockerd picks overlay2 where it works; vfs needs nothing from the kernel but is slow.
 STORAGE_DRIVERS: tuple[str | None, ...] = (None, "vfs")
 STORAGE_TROUBLE = re.compile(r"overlay|storage.driver|graphdriver|driver not supported", re.I)
 IMAGE_REPO = "boxlite-chaos/busybox"
 MISSING_ENTRYPOINT = "/nonexistent/entrypoint"
-NAMESPACE = "moby"                                  # dockerd's containerd namespace
-SHIM_SOCKETS = Path("/run/containerd/s")
 SLEEP = ["sleep", "3600"]
-# containerd refuses socket paths over 104 bytes; the longest a daemon root carries is its
-# debug socket (as long as containerd.sock.ttrpc).
-SOCKET_MAX = 104
-LONGEST_SOCKET = "exec/containerd/containerd-debug.sock"
 # Statuses nothing will move on from by itself (Docker's own words).
 TRANSITIONAL = ("restarting", "removing")
-
-_errors = (docker.errors.DockerException, requests.exceptions.RequestException)
-_requests = itertools.count(1)
-# Where the object ids sit in an API path: named as a template, so ops group by call.
-_ID_IN_PATH = re.compile(r"/(?:containers|images|exec)/(?!(?:create|json|load|prune)\b)[^/]+")
-_API_VERSION = re.compile(r"^/v\d+\.\d+(?=/)")
-
-
-class OpLog:
-    """Docker's operations in the scenario's history, as `invoke` then `ok` or `fail` with
-    host "dockerd" (the runtime host's events have the same shape): the history says which
-    time was dockerd's own and the timeline draws it. Without a history it logs nothing."""
-
-    def __init__(self, history: History | None) -> None:
-        self.history = history
-
-    @contextlib.contextmanager
-    def op(self, op: str, **args: Any) -> Iterator[None]:
-        if self.history is None:
-            yield
-            return
-        req = next(_requests)
-        self.history.append("invoke", host="dockerd", op=op, req=req, args=args)
-        t0 = time.monotonic()
-        try:
-            yield
-        except BaseException as exc:
-            self.history.append("fail", host="dockerd", op=op, req=req,
-                                elapsed_s=round(time.monotonic() - t0, 4),
-                                error={"type": type(exc).__name__, "message": str(exc)[:300]})
-            raise
-        self.history.append("ok", host="dockerd", op=op, req=req,
-                            elapsed_s=round(time.monotonic() - t0, 4))
-
-
-class LoggedAPIClient(docker.APIClient):
-    """docker's low-level client (a requests.Session), each HTTP request an `api` op in
-    the history, named by method and path template (`POST /containers/{id}/start`)."""
-
-    def __init__(self, log: OpLog, **kwargs: Any) -> None:
-        self._oplog = log           # before super(): version="auto" asks the daemon at once
-        super().__init__(**kwargs)
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        path = _API_VERSION.sub("", urlparse(url).path)
-        path = _ID_IN_PATH.sub(lambda m: m.group(0).rsplit("/", 1)[0] + "/{id}", path)
-        with self._oplog.op("api", call=f"{method.upper()} {path}"):
-            return super().request(method, url, *args, **kwargs)
-
-
-_daemons = itertools.count(1)
-
-
-def daemon_root(preferred_parent: Path) -> Path:
-    """A fresh folder for one daemon under `preferred_parent`, or under /tmp when that path
-    is too long for the daemon's unix sockets."""
-    return short_root(preferred_parent / f"{os.getpid()}-{next(_daemons)}", LONGEST_SOCKET,
-                      SOCKET_MAX, "chaos-dockerd")
-
-
-def cgroup_dirs(parent: str, proc_cgroup: str | None = None,
-                hierarchies: Path = Path("/sys/fs/cgroup")) -> list[Path]:
-    """Where containers of a daemon with a relative `--cgroup-parent` land: under the
-    harness's own cgroup in each hierarchy (the daemon is the harness's child)."""
-    if proc_cgroup is None:
-        proc_cgroup = Path("/proc/self/cgroup").read_text()
-    own = {}
-    for line in proc_cgroup.splitlines():
-        _id, ctrls, path = line.split(":", 2)
-        for ctrl in (ctrls.split(",") if ctrls else ["unified"]):
-            own[ctrl.removeprefix("name=")] = path
-    out = []
-    for h in sorted(hierarchies.iterdir()) if hierarchies.is_dir() else []:
-        path = own.get(h.name, own.get("unified") if h.name == "unified" else None)
-        if path is None and len(own) == 1 and "unified" in own:
-            path = own["unified"]           # a pure cgroup v2 machine
-        if path is not None:
-            out.append(h / path.lstrip("/") / parent)
-    return out
-
-
-def remove_cgroups(parent: str) -> dict[str, list[str]]:
-    """rmdir the daemon's (empty) container cgroups, deepest first; never anything else."""
-    from harness.leftovers.sweep import rmdir_cgroups
-    return rmdir_cgroups(cgroup_dirs(parent))
-
-
-def shim_socket(exec_root: Path, iid: str) -> Path:
-    """Where containerd 1.6 puts a container's shim socket: outside any root it is given,
-    named by sha256 of <containerd address>/<namespace>/<id> (runtime/v2/shim/util.go)."""
-    key = f"{exec_root}/containerd/containerd.sock/{NAMESPACE}/{iid}"
-    return SHIM_SOCKETS / hashlib.sha256(key.encode()).hexdigest()
-
-
-def remove_shim_sockets(daemon: DockerDaemon, iids: list[str]) -> list[str]:
-    """A shim that was SIGKILLed leaves its socket behind: remove those of our containers
-    (once no shim runs, so none is in use); nothing else in that shared folder."""
-    removed = []
-    for iid in iids:
-        path = shim_socket(daemon.exec_root, iid)
-        if path.is_socket():
-            path.unlink()
-            removed.append(path.name)
-    return removed
 
 
 def in_cgroup(pid: int, needle: str) -> bool:
@@ -184,146 +68,6 @@ def in_cgroup(pid: int, needle: str) -> bool:
         return needle in Path(f"/proc/{pid}/cgroup").read_text()
     except OSError:
         return False
-
-
-# -- the daemon ------------------------------------------------------------------------------
-
-@dataclass
-class DockerDaemon:
-    """One private dockerd on `root`; `start()` again runs a new one on the same state."""
-
-    root: Path
-    storage_driver: str | None = None
-    procs: list[subprocess.Popen] = field(default_factory=list)
-    key: Proc | None = None
-    _signal_t: float | None = None
-    log_ops: OpLog = field(default_factory=lambda: OpLog(None))
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def exec_root(self) -> Path:
-        return self.root / "exec"
-
-    @property
-    def sock(self) -> Path:
-        return self.root / "docker.sock"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "dockerd.log"
-
-    @property
-    def cgroup_parent(self) -> str:
-        return f"boxlite-chaos-{self.root.name}"
-
-    @property
-    def proc(self) -> subprocess.Popen | None:
-        return self.procs[-1] if self.procs else None
-
-    def argv(self) -> list[str]:
-        argv = [DOCKERD, "--config-file", str(self.root / "daemon.json"),
-                "--data-root", str(self.data), "--exec-root", str(self.exec_root),
-                "-H", f"unix://{self.sock}", "--pidfile", str(self.root / "dockerd.pid"),
-                "--bridge=none", "--iptables=false", "--ip6tables=false",
-                "--ip-forward=false", "--ip-masq=false", "--userland-proxy=false",
-                "--cgroup-parent", self.cgroup_parent]
-        if self.storage_driver:
-            argv += ["--storage-driver", self.storage_driver]
-        return argv
-
-    def start(self) -> DockerDaemon:
-        with self.log_ops.op("dockerd_start", storage_driver=self.storage_driver):
-            return self._start()
-
-    def _start(self) -> DockerDaemon:
-        # The trust key would otherwise go to /etc/docker/key.json.
-        (self.root / "daemon.json").write_text(json.dumps(
-            {"deprecated-key-path": str(self.root / "key.json")}))
-        with open(self.log, "ab") as log:
-            proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=log, start_new_session=True)
-        self.procs.append(proc)
-        self._signal_t = None
-        try:
-            self.key = Proc(proc.pid, psutil.Process(proc.pid).create_time(), DOCKERD)
-        except psutil.Error:
-            self.key = None
-        try:
-            wait_for(lambda: self._answers(proc), READY_TIMEOUT_S,
-                     "dockerd to answer on its socket", interval_s=0.05)
-        except WaitTimeout:
-            self.stop()
-            raise TargetUnavailable(f"dockerd did not answer within {READY_TIMEOUT_S:.0f}"
-                                    f"s: {self.log_tail()}") from None
-        return self
-
-    def _answers(self, proc: subprocess.Popen) -> bool:
-        if proc.poll() is not None:
-            raise TargetUnavailable(f"dockerd exited with {proc.returncode} at start: "
-                                    f"{self.log_tail()}")
-        if not self.sock.exists():
-            return False
-        try:
-            docker.APIClient(base_url=f"unix://{self.sock}", version="auto", timeout=5).close()
-            return True
-        except _errors:
-            return False
-
-    def log_tail(self, lines: int = 3) -> str:
-        try:
-            text = self.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        keep = [x for x in text if "level=error" in x or "level=fatal" in x] or text
-        return " | ".join(keep[-lines:])[-600:]
-
-    def client(self, timeout: int = API_TIMEOUT_S) -> docker.APIClient:
-        return LoggedAPIClient(self.log_ops, base_url=f"unix://{self.sock}", version="auto",
-                               timeout=timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if not self.alive or self.key is None:
-            return
-        p = self.key.same()
-        if p is not None:
-            self._signal_t = time.monotonic()
-            p.send_signal(sig)
-            if self.log_ops.history is not None:
-                self.log_ops.history.append("fault", fault="signal_host", host="dockerd",
-                                            signal=signal.Signals(sig).name, pid=p.pid)
-
-    def wait_exit(self, timeout_s: float) -> float | None:
-        """Seconds from the last signal to the exit; None if it is still running."""
-        assert self.proc is not None
-        t_from = self._signal_t or time.monotonic()
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
-        if self.log_ops.history is not None:
-            self.log_ops.history.append("observe", what="host_exit", host="dockerd",
-                                        returncode=self.proc.returncode)
-        return time.monotonic() - t_from
-
-    def stop(self, bound_s: float = STOP_BOUND_S) -> dict[str, Any]:
-        """SIGTERM, then SIGKILL (by pid and start time) past `bound_s`."""
-        if not self.alive:
-            return {"was_running": False}
-        self.signal(signal.SIGTERM)
-        exit_s = self.wait_exit(bound_s)
-        if exit_s is not None:
-            return {"was_running": True, "sigterm_exit_s": round(exit_s, 3),
-                    "returncode": self.proc.returncode if self.proc else None}
-        self.signal(signal.SIGKILL)
-        self.wait_exit(10.0)
-        return {"was_running": True, "sigterm_exit_s": None, "killed": True}
 
 
 # -- faults ----------------------------------------------------------------------------------
@@ -349,7 +93,7 @@ class PauseContainer(Fault):
                 if self.owner.api.inspect_container(self.iid)["State"]["Paused"]:
                     self.owner.api.unpause(self.iid)
                 return
-            except _errors:
+            except API_ERRORS:
                 pass
         for proc in self.procs:
             if alive(proc):
@@ -406,7 +150,7 @@ class DockerTarget(Target):
                 self._probe()
                 self.family()
                 return self
-            except (TargetUnavailable, *_errors) as exc:
+            except (TargetUnavailable, *API_ERRORS) as exc:
                 why.append(f"{driver or 'default driver'}: {exc}")
             self.close()            # a fresh start for the next driver, nothing left behind
             if not STORAGE_TROUBLE.search(why[-1]):
@@ -438,7 +182,7 @@ class DockerTarget(Target):
         finally:
             try:
                 self.api.remove_container(cid, force=True)
-            except _errors:
+            except API_ERRORS:
                 pass
 
     @property
@@ -483,7 +227,7 @@ class DockerTarget(Target):
             except docker.errors.APIError as exc:
                 error = {"type": type(exc).__name__, "message": str(exc.explanation),
                          "status": exc.status_code}
-            except _errors as exc:
+            except API_ERRORS as exc:
                 error = {"type": type(exc).__name__, "message": str(exc)}
             finally:
                 api.close()
@@ -506,7 +250,7 @@ class DockerTarget(Target):
                 raw={"State": state}))
         except docker.errors.NotFound:
             views.append(RecordView(path, False, exposes_error=True))
-        except _errors as exc:
+        except API_ERRORS as exc:
             views.append(RecordView(path, read_error=f"{type(exc).__name__}: {exc}"))
         path = f"{moment}.list"
         try:
@@ -515,7 +259,7 @@ class DockerTarget(Target):
             views.append(RecordView(path, bool(rows), rows[0]["State"] if rows else None,
                                     transitional=bool(rows) and rows[0]["State"] in TRANSITIONAL,
                                     raw={"Status": rows[0]["Status"]} if rows else None))
-        except _errors as exc:
+        except API_ERRORS as exc:
             views.append(RecordView(path, read_error=f"{type(exc).__name__}: {exc}"))
         return views
 

@@ -46,7 +46,8 @@ def boxlite_env(pytestconfig: pytest.Config):
 
 def _make_target(request: pytest.FixtureRequest, kind: str, world: TargetScenario) -> Target:
     if kind == "docker":
-        from harness.targets.docker import DockerTarget, daemon_root
+        from harness.targets.docker import DockerTarget
+        from harness.targets.dockerd import daemon_root
         # Unix sockets allow 107 bytes: the daemon's folder hangs off the run folder (or
         # /tmp), and the scenario's folder links to it.
         root = daemon_root(world.report_dir / "dockerd")

@@ -1,5 +1,5 @@
 """Replay a recorded history against a chosen runtime: its hosts, lifecycle operations and
-faults at their recorded offsets, judged with the checks the scenario used.
+faults at their recorded offsets, judged with the checks the scenario used; `boxlite-chaos repro`.
 
 What a replay keeps: the order of hosts (a host started after another one went away is a
 restart on the home it left), of lifecycle operations and their arguments (box ids mapped to the new
@@ -8,7 +8,11 @@ and each fault's offset from its box's `start` — never before the box's shim e
 cannot keep: pids, box ids, and where inside the runtime a fault lands; a replay that diverges
 (an operation answering differently than recorded) says so, and the checks still judge it.
 A history whose writer was killed mid-scenario replays as far as it was recorded; operations
-still unanswered at its end are waited for before the records are judged.
+still unanswered at its end are waited for before the records are judged. The schedule comes
+from harness.jobs.repro.schedule.
+
+Our own replayer rather than a record/replay tool (rr, HTTP cassettes): what is replayed is the
+harness's history of runtime operations and faults, against another runtime build.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,190 +32,27 @@ from harness.common.paths import PROJECT
 from harness.common.wait import WaitTimeout, hold
 from harness.faults.base import Fault
 from harness.faults.shim import box_tree, freeze_box, kill_shim, wait_for_shim
+from harness.jobs.repro.schedule import (
+    Schedule,
+    Step,
+    error_message,
+    load_schedule,
+    parse_flavour,
+)
 from harness.judge import checks
 from harness.judge.known import Judgement, load_table
-from harness.observe.history import read_history
 from harness.observe.processes import become_subreaper
 from harness.observe.records import RecordRead, read_host, read_store
-from harness.report.timeline import last_run, operations
-from harness.runtime.host import Flavour, RuntimeHost, RuntimeOpError
+from harness.runtime.host import RuntimeHost, RuntimeOpError
 from harness.runtime.image import busybox_image
 from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime
 from harness.scenario.context import Chaos, ScenarioFailed
 from harness.scenario.steps import START_BOUND_S, read_live
 
-# Operations that change what the runtime holds, replayed as recorded. Reads are replayed as
-# the moments the scenario looked: there the replay reads every path and judges the records.
-LIFECYCLE = ("create", "start", "stop", "remove", "exec", "shutdown", "exit")
-READS = ("get_info", "list_info")
-BOX_FAULTS = ("freeze_box", "kill_shim")
 SHIM_SPAWN_TIMEOUT_S = 60.0
 REPLY_TIMEOUT_S = 120.0
 HOST_EXIT_TIMEOUT_S = 60.0
 REPORTS = PROJECT / "reports"
-
-
-@dataclass
-class Step:
-    """One thing the recorded harness did or waited for, at `t` seconds since the history
-    opened. action: host_start | send | await | fault | heal | host_exit | read."""
-
-    t: float
-    action: str
-    host: str
-    op: str = ""                    # send/await: the operation; fault/heal: the fault's name
-    req: int | None = None
-    args: dict[str, Any] = field(default_factory=dict)
-    box: str | None = None          # the recorded box id the step is about
-    home: str | None = None         # host_start: a label ("home1") shared by restarts
-    flavour: str | None = None      # host_start: Flavour.label as recorded
-    after_start_s: float | None = None   # box fault: offset from the box's start invoke
-    signal: str | None = None       # signal_host fault: the signal's name
-    recorded: str | None = None     # await: ok | fail, as recorded
-    error: Any = None               # await: the recorded error
-
-    def describe(self) -> str:
-        where = f"{self.t:8.3f}s {self.host:>6}"
-        if self.action == "host_start":
-            return f"{where} host_start on {self.home} ({self.flavour})"
-        if self.action == "send":
-            shown = {k: v for k, v in self.args.items() if k != "options"}
-            if "options" in self.args:
-                shown["options"] = {k: v for k, v in self.args["options"].items()
-                                    if k != "rootfs_path"}
-            return f"{where} send {self.op} {json.dumps(shown, default=str)}"
-        if self.action == "await":
-            msg = _message(self.error) if self.recorded == "fail" else ""
-            return f"{where} await {self.op}: recorded {self.recorded}" + (
-                f" ({msg})" if msg else "")
-        if self.action == "fault" and self.signal:
-            return f"{where} fault signal_host {self.signal}"
-        if self.action == "fault":
-            return f"{where} fault {self.op} on box {self.box}, {self.after_start_s:.2f}s " \
-                   "after its start"
-        if self.action == "heal":
-            return f"{where} heal {self.op} on box {self.box}"
-        if self.action == "read":
-            return f"{where} read the record of " + (f"box {self.box}" if self.box
-                                                     else "every box")
-        return f"{where} {self.action}"
-
-
-@dataclass
-class Schedule:
-    scenario: str
-    runtime: str
-    steps: list[Step]
-    complete: bool                  # the recorded harness reached the end of its steps
-    record_check: str | None        # "record_failed" | "record_final" | None (none judged)
-    expected_cause: str | None      # record_failed's cause, as the scenario judged it
-    judged_start: bool              # the scenario judged op_failed_cleanly[start]
-
-    def describe(self) -> str:
-        head = [f"scenario {self.scenario} (recorded on {self.runtime}); "
-                + ("complete" if self.complete else "incomplete: replaying what was recorded")]
-        return "\n".join(head + [s.describe() for s in self.steps])
-
-
-def _message(error: Any) -> str:
-    """A recorded error's message: runtime errors are dicts, harness timeouts strings."""
-    return str(error.get("message", "") if isinstance(error, dict) else error or "")
-
-
-def parse_flavour(label: str | None) -> Flavour:
-    """Flavour.label back to a Flavour; fields the label leaves out keep their defaults."""
-    if not label:
-        return Flavour()
-    runtime, *rest = label.split(",")
-    fields = dict(part.split("=", 1) for part in rest if "=" in part)
-    return Flavour(runtime=runtime, **{k: v for k, v in fields.items()
-                                       if k in ("sigterm", "reaper")})
-
-
-def extract_schedule(events: list[dict[str, Any]]) -> Schedule:
-    """The replayable schedule of a history: steps up to the end of the scenario's call
-    (teardown is the replay's own), or up to the last event of a history cut short."""
-    meta = events[0] if events else {}
-    done = next((i for i, e in enumerate(events) if e["kind"] == "meta"
-                 and e.get("event") == "call_done"), None)
-    scene = events[:done]
-    ops = {(o.host, o.req): o for o in operations(scene) if o.req is not None}
-
-    steps: list[Step] = []
-    live_hosts: dict[str, str] = {}          # recorded host -> home label, while running
-    vacated: list[str] = []                  # homes whose host went away, latest last
-    homes = 0
-    box_start: dict[str, float] = {}
-
-    def gone(host: str) -> None:
-        home = live_hosts.pop(host, None)
-        if home is not None and home not in live_hosts.values():
-            vacated.append(home)
-    for e in scene:
-        kind, host = e["kind"], e.get("host", "")
-        op = e.get("op")
-        if kind == "invoke" and op in READS:
-            # Consecutive reads through one host are one look at the records.
-            if not (steps and steps[-1].action == "read" and steps[-1].host == host):
-                steps.append(Step(e["t"], "read", host, box=(e.get("args") or {}).get("box_id")))
-            continue
-        if kind == "invoke" and op == "host_start":
-            if e.get("home"):
-                home = str(e["home"])
-            elif vacated:
-                home = vacated.pop()        # the home a host just left: a restart
-            else:
-                homes += 1
-                home = f"home{homes}"
-            if home in vacated:
-                vacated.remove(home)
-            live_hosts[host] = home
-            steps.append(Step(e["t"], "host_start", host, home=home, flavour=e.get("flavour")))
-        elif kind == "invoke" and op in LIFECYCLE:
-            args = e.get("args") or {}
-            steps.append(Step(e["t"], "send", host, op, e.get("req"), args,
-                              box=args.get("box_id")))
-            if op == "start":
-                box_start[args.get("box_id")] = e["t"]
-            if op == "exit":
-                gone(host)
-        elif kind in ("ok", "fail") and op in LIFECYCLE:
-            rec = ops.get((host, e.get("req")))
-            box = (e.get("result") or {}).get("id") if op == "create" and kind == "ok" \
-                else (rec.args.get("box_id") if rec else None)
-            steps.append(Step(e["t"], "await", host, op, e.get("req"), box=box, recorded=kind,
-                              error=e.get("error")))
-        elif kind == "fault" and e.get("fault") in BOX_FAULTS:
-            box = e.get("box")
-            start = box_start.get(box)
-            steps.append(Step(e["t"], "fault", host, e["fault"], box=box,
-                              after_start_s=round(e["t"] - start, 4) if start is not None
-                              else 0.0))
-        elif kind == "fault" and e.get("fault") == "signal_host":
-            steps.append(Step(e["t"], "fault", host, "signal_host", signal=e.get("signal")))
-            if e.get("signal") == "SIGKILL":
-                gone(host)
-        elif kind == "heal" and e.get("fault") in BOX_FAULTS:
-            steps.append(Step(e["t"], "heal", host, e["fault"], box=e.get("box")))
-        elif kind == "observe" and e.get("what") == "host_exit":
-            gone(host)
-            steps.append(Step(e["t"], "host_exit", host))
-
-    verdicts = [e for e in scene if e["kind"] == "verdict"]
-    families = {v.get("check", "").split("[")[0] for v in verdicts}
-    causes = [v.get("evidence", {}).get("expected_cause") for v in verdicts
-              if v.get("check", "").startswith("record_failed[")]
-    record_check = next((c for c in ("record_failed", "record_final") if c in families), None)
-    return Schedule(meta.get("scenario", "?"), meta.get("runtime", "?"), steps,
-                    complete=done is not None, record_check=record_check,
-                    expected_cause=next(filter(None, causes), None),
-                    judged_start="op_failed_cleanly" in families)
-
-
-def load_schedule(history_path: Path) -> Schedule:
-    """Read a history (a corrupt or truncated line is a HistoryError naming it) and extract
-    its schedule."""
-    return extract_schedule(last_run(read_history(Path(history_path))))
 
 
 # -- replaying -------------------------------------------------------------------------------
@@ -403,7 +243,7 @@ class Replayer:
         if self.s.record_check is None:
             fails = [s for s in self.s.steps if s.action == "await" and s.op == "start"
                      and s.box == rec_box and s.recorded == "fail"]
-            cause = checks.classify_reason(_message(fails[-1].error)) if fails else None
+            cause = checks.classify_reason(error_message(fails[-1].error)) if fails else None
         elif self.s.record_check == "record_final":
             cause = None
         if cause is None:
