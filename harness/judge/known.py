@@ -8,6 +8,10 @@ A bug that shows only on some runs (a race) is an entry with `strict = false` an
 often repeat runs saw it, e.g. "3 of 5 gate runs, 2026-11-29"): there the check holding is
 reported as `unseen` and passes. A strict entry must have been seen on every run that reached
 it (`boxlite-chaos gate --repeat N` shows it).
+
+An entry's `versions` is measured, not guessed: `measured` names the committed summary of the
+release matrix (`boxlite-chaos matrix`, fixtures/matrix/) whose run showed the bug on exactly
+those releases; tests/test_known_ranges.py holds every entry to it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class KnownFailure:
     upstream: str = ""
     strict: bool = True         # False: a race, seen on some runs only (see `seen`)
     seen: str = ""              # how often repeat runs saw it; required when not strict
+    measured: str = ""          # the release matrix whose run measured `versions`
 
     def applies(self, check_id: str, version: str, scenario: str) -> bool:
         return (wildcard(self.check, check_id)
@@ -78,7 +83,8 @@ def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
             out.append(KnownFailure(raw["id"], raw["check"], SpecifierSet(raw["versions"]),
                                     (scen,) if isinstance(scen, str) else tuple(scen),
                                     raw["reason"], raw["evidence"], raw.get("upstream", ""),
-                                    strict, str(raw.get("seen", ""))))
+                                    strict, str(raw.get("seen", "")),
+                                    str(raw.get("measured", ""))))
         except (KeyError, TypeError, AttributeError, InvalidSpecifier) as exc:
             raise SetupError(f"known-failures table {path}: entry {i} is malformed: {exc!r}") \
                 from exc

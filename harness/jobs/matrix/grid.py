@@ -129,6 +129,22 @@ def entry_measure(entry: KnownFailure, rows: list[dict[str, Any]], ran: Sequence
             "agrees": not gap and set(claims) & set(judged) == set(violated)}
 
 
+def rows_from_summary(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a committed matrix summary (matrix-summary.json) with their cells by
+    runtime again; rows the summary left out were the same on every runtime and never
+    violated. Raises ValueError for a row whose symbols do not fit the runtimes."""
+    keys = summary["runtimes"]
+    word = {sym: w for w, sym in SYMBOL.items()}
+    out = []
+    for scenario, check, marks in summary["rows"]:
+        if len(marks) != len(keys) or any(m not in word for m in marks):
+            raise ValueError(f"matrix summary row {scenario} {check}: {marks!r} does not "
+                             f"fit {len(keys)} runtimes")
+        out.append({"scenario": scenario, "check": check,
+                    "cells": {k: word[m] for k, m in zip(keys, marks, strict=True)}})
+    return out
+
+
 def build_grid(columns: Sequence[Column], table: list[KnownFailure]) -> dict[str, Any]:
     """The matrix's data from the columns' results (each column a runtime, oldest first):
     rows of (scenario, check) with a cell per runtime and their ranges, each runtime's

@@ -28,14 +28,14 @@ def release_specs() -> list[str]:
 
 def version_of(spec: str) -> str | None:
     """The release a `boxlite==X` spec names, or None for a wheel or another form.
-    Raises UsageError for a spec the harness cannot parse."""
+    Raises SpecError for a spec the harness cannot parse."""
     parsed = RuntimeSpec.parse(spec)
     return parsed.version if parsed.kind == "release" else None
 
 
 def order_specs(specs: Iterable[str]) -> list[str]:
     """The specs with releases oldest first and anything else (a wheel) after them, in the
-    order given; duplicates dropped. Raises UsageError for a malformed spec."""
+    order given; duplicates dropped. Raises SpecError for a malformed spec."""
     seen: dict[str, None] = {}
     for s in specs:
         seen.setdefault(s, None)

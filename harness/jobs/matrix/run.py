@@ -122,9 +122,8 @@ def write_matrix(folder: Path, data: dict[str, Any], name: str) -> None:
                "hostile_examples": data.get("hostile_examples"),
                "runtime_gates": {r["key"]: {"green": r["green"], "unknown": r["unknown"],
                                             "wall_s": r["wall_s"]} for r in data["runtimes"]},
-               "rows": {f"{r['scenario']} {r['check']}":
-                        "".join(SYMBOL[r["cells"][k]] for k in keys)
-                        for r in data["rows"] if not r["steady"]},
+               "rows": [[r["scenario"], r["check"], "".join(SYMBOL[r["cells"][k]] for k in keys)]
+                        for r in data["rows"] if not r["steady"]],
                "entries": {e["id"]: {"measured": e["measured"], "violated_on": e["violated_on"],
                                      "agrees": e["agrees"]} for e in data["entries"]},
                "summary": data["summary"]}
