@@ -6,12 +6,16 @@ search over releases (with skipped probes)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from packaging.specifiers import SpecifierSet
 
 from harness.common.errors import SpecError, UsageError
+from harness.common.paths import PROJECT
 from harness.jobs.matrix import releases
 from harness.jobs.matrix.grid import (
     ABSENT,
@@ -168,11 +172,13 @@ def test_run_column_reads_results_and_reasons(tmp_path):
     def green(argv, stderr, env):
         assert argv[argv.index("--runtime") + 1] == "boxlite==0.10.8"
         assert env["BOXLITE_CHAOS_HOSTILE_EXAMPLES"] == "5"
+        assert env["BOXLITE_CHAOS_HOSTILE_BUDGET_S"] == "30.0"
         report = Path(argv[argv.index("--report") + 1])
         (report / "results.jsonl").write_text(json.dumps(res(A, j(STORE, "holds"))) + "\n")
         return 0
 
-    c = run_column("boxlite==0.10.8", tmp_path / "a", 7, "2", hostile_examples=5, call=green)
+    c = run_column("boxlite==0.10.8", tmp_path / "a", 7, "2", hostile_examples=5,
+                   hostile_budget_s=30.0, call=green)
     assert c.unknown == "" and c.exit_code == 0 and A in c.results
 
     def refused(argv, stderr, env):
@@ -221,3 +227,19 @@ def test_bisect_skips_unknown_probes_and_reports_agreeing_ends():
     assert out["exact"] is False and out["skipped"] == ["0.9.5"]
     same = bisect_releases(lambda v: HOLDS, rels)
     assert same["first_changed"] is None and same["oldest"] == same["newest"] == HOLDS
+
+
+@pytest.mark.parametrize(("name", "value"), [("BOXLITE_CHAOS_HOSTILE_BUDGET_S", "0"),
+                                             ("BOXLITE_CHAOS_HOSTILE_BUDGET_S", "soon"),
+                                             ("BOXLITE_CHAOS_HOSTILE_BUDGET_S", "500"),
+                                             ("BOXLITE_CHAOS_HOSTILE_EXAMPLES", "-1")])
+def test_bad_hostile_settings_stop_the_run_with_their_name(name, value):
+    """A malformed nightly setting is refused at collection, naming the variable (exit 4,
+    pytest's usage error), rather than silently running the gate's defaults."""
+    env = {**os.environ, name: value}
+    p = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                        "-p", "no:cacheprovider", "-o", "testpaths=scenarios",
+                        str(PROJECT / "scenarios" / "inputs" / "test_hostile_options.py")],
+                       capture_output=True, text=True, env=env, cwd=PROJECT, timeout=120)
+    assert p.returncode != 0
+    assert name in p.stdout + p.stderr

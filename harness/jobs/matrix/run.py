@@ -46,7 +46,12 @@ from harness.runtime.spec import RuntimeSpec
 from harness.session import interrupt, seeds
 
 HOSTILE_ENV = "BOXLITE_CHAOS_HOSTILE_EXAMPLES"
+BUDGET_ENV = "BOXLITE_CHAOS_HOSTILE_BUDGET_S"
+# The nightly matrix: 5 generated cases per hostile family (the gate: 40), and 30 s of new
+# cases per shard (the gate: 180 s), which bounds the shrinking that a release with a failing
+# kind spends in full. The explicit and pinned cases always run.
 NIGHTLY_HOSTILE_EXAMPLES = 5
+NIGHTLY_HOSTILE_BUDGET_S = 30.0
 # A gate that exits with neither verdict (0 green, 1 red) did not judge: its reason is its
 # own one-line error on stderr.
 _ERROR_LINE = re.compile(r"^boxlite-chaos: error: (.*)$")
@@ -86,7 +91,7 @@ def why_not_judged(stderr: Path, rc: int) -> str:
 
 def run_column(spec: str, folder: Path, seed: int, workers: str,
                scenarios: Sequence[str] = (), k: str | None = None,
-               hostile_examples: int | None = None,
+               hostile_examples: int | None = None, hostile_budget_s: float | None = None,
                call: Callable[..., int] = subprocess.call) -> Column:
     """Run one runtime's gate into `folder` and read its results. A gate that did not judge
     (exit other than 0 or 1), or left no readable results, gives a Column whose `unknown`
@@ -96,6 +101,8 @@ def run_column(spec: str, folder: Path, seed: int, workers: str,
     env = dict(os.environ)
     if hostile_examples is not None:
         env[HOSTILE_ENV] = str(hostile_examples)
+    if hostile_budget_s is not None:
+        env[BUDGET_ENV] = str(hostile_budget_s)
     t0 = time.monotonic()
     with open(folder / "gate.stderr", "wb") as err:
         rc = call(gate_argv(spec, folder, seed, workers, scenarios, k), stderr=err, env=env)
@@ -120,6 +127,7 @@ def write_matrix(folder: Path, data: dict[str, Any], name: str) -> None:
     compact = {"run": name, "runtimes": keys, "legend": LEGEND,
                "machine": data.get("machine"), "seed": data.get("seed"),
                "hostile_examples": data.get("hostile_examples"),
+               "hostile_budget_s": data.get("hostile_budget_s"), "wall_s": data.get("wall_s"),
                "runtime_gates": {r["key"]: {"green": r["green"], "unknown": r["unknown"],
                                             "wall_s": r["wall_s"]} for r in data["runtimes"]},
                "rows": [[r["scenario"], r["check"], "".join(SYMBOL[r["cells"][k]] for k in keys)]
@@ -148,12 +156,13 @@ def run_matrix(args: argparse.Namespace, folder: Path, seed: int) -> int:
         sub = folder / _folder_name(spec)
         print(f"boxlite-chaos matrix: {i} of {len(specs)}: {spec} into {sub}", flush=True)
         col = run_column(spec, sub, seed, args.workers, args.scenario or (), args.k,
-                         args.hostile_examples)
+                         args.hostile_examples, args.hostile_budget)
         word = gate_word({"unknown": col.unknown, "green": col.exit_code == 0})
         print(f"boxlite-chaos matrix: {spec}: {word} after {col.wall_s:.0f}s", flush=True)
         columns.append(col)
     data = build_grid(columns, table)
     data.update(seed=seed, hostile_examples=args.hostile_examples,
+                hostile_budget_s=args.hostile_budget,
                 wall_s=round(time.monotonic() - t0, 1),
                 started=datetime.now(UTC).isoformat(timespec="seconds"),
                 machine=facts.machine_facts(None))
@@ -249,7 +258,8 @@ def run_bisect(args: argparse.Namespace, folder: Path, seed: int) -> int:
     if not scenarios:
         newest = releases[-1]
         col = run_column(newest, folder / _folder_name(newest), seed, args.workers,
-                         hostile_examples=args.hostile_examples)
+                         hostile_examples=args.hostile_examples,
+                         hostile_budget_s=args.hostile_budget)
         if col.unknown:
             raise UsageError(f"--bisect: the newest release {newest} could not be judged: "
                              f"{col.unknown}")
@@ -269,7 +279,7 @@ def run_bisect(args: argparse.Namespace, folder: Path, seed: int) -> int:
         if interrupt.STOP.requested:
             return UNKNOWN
         col = run_column(f"boxlite=={version}", folder / version, seed, args.workers,
-                         scenarios, args.k, args.hostile_examples)
+                         scenarios, args.k, args.hostile_examples, args.hostile_budget)
         v = UNKNOWN if col.unknown else check_verdict(col.results, pattern)
         print(f"boxlite-chaos matrix --bisect: {version}: {v}"
               f"{' (' + col.unknown + ')' if col.unknown else ''}", flush=True)
@@ -299,8 +309,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if args.scenario:
         from harness.cli import resolve_scenarios
         resolve_scenarios(args.scenario)    # an unknown scenario name fails here
+    if args.nightly:
+        args.hostile_examples = (NIGHTLY_HOSTILE_EXAMPLES if args.hostile_examples is None
+                                 else args.hostile_examples)
+        args.hostile_budget = (NIGHTLY_HOSTILE_BUDGET_S if args.hostile_budget is None
+                               else args.hostile_budget)
     if args.hostile_examples is not None and args.hostile_examples < 0:
         raise UsageError(f"--hostile-examples {args.hostile_examples}: expected 0 or more")
+    if args.hostile_budget is not None and not 0 < args.hostile_budget <= 240:
+        raise UsageError(f"--hostile-budget {args.hostile_budget}: expected seconds above 0 "
+                         "and at most 240")
     ok, why = check_kvm()
     if not ok:
         raise SetupError(f"the matrix cannot run: {why}")
@@ -330,6 +348,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--hostile-examples", type=int, metavar="N",
                    help="generated cases per hostile family (default: the gate's 40; the "
                         f"nightly matrix uses {NIGHTLY_HOSTILE_EXAMPLES})")
+    m.add_argument("--hostile-budget", type=float, metavar="SECONDS",
+                   help="seconds of new hostile cases per shard, which bounds shrinking "
+                        f"(default: the gate's 180; nightly {NIGHTLY_HOSTILE_BUDGET_S:.0f})")
+    m.add_argument("--nightly", action="store_true",
+                   help=f"the nightly matrix: {NIGHTLY_HOSTILE_EXAMPLES} generated hostile "
+                        f"cases per family and {NIGHTLY_HOSTILE_BUDGET_S:.0f} s of new cases "
+                        "per shard unless given")
     m.add_argument("--bisect", metavar="CHECK",
                    help="find the first release on which the verdict of CHECK (a check id; "
                         "* is a wildcard) changes, running only the scenarios that judge it")
