@@ -232,3 +232,19 @@ def test_a_non_strict_entry_must_say_how_often_it_was_seen(tmp_path, extra):
     path.write_text(GOOD_ENTRY + extra)
     with pytest.raises(SetupError, match="entry 1 is malformed"):
         load_table(path)
+
+
+def test_an_entry_may_name_several_ranges(tmp_path):
+    """A bug that went away and came back: any of the ranges applies, and the entry reads
+    back as 'A or B'."""
+    path = tmp_path / "table.toml"
+    path.write_text(GOOD_ENTRY.replace('versions = "==1.0.0"',
+                                       'versions = ["==0.9.0", ">=0.10.0,<=0.10.8"]'))
+    (entry,) = load_table(path)
+    assert "0.9.0" in entry.versions and "0.10.3" in entry.versions
+    assert "0.9.5" not in entry.versions
+    assert str(entry.versions) == "==0.9.0 or <=0.10.8,>=0.10.0"
+    for bad in ("versions = []", 'versions = ["==1.0", 5]'):
+        path.write_text(GOOD_ENTRY.replace('versions = "==1.0.0"', bad))
+        with pytest.raises(SetupError, match="malformed"):
+            load_table(path)

@@ -95,6 +95,9 @@ def test_span_specifier_and_its_gap():
     assert releases.span_specifier([], ran) is None
     with pytest.raises(ValueError, match="0.9.7 held between 0.9.5 and 0.10.0"):
         releases.span_specifier(["0.9.5", "0.10.0"], ran)
+    assert releases.spans(["0.9.0", "0.9.5", "0.9.7", "0.10.8"], ran) == \
+        ["==0.9.0", ">=0.9.5,<=0.9.7", "==0.10.8"]
+    assert releases.spans([], ran) == []
 
 
 def test_order_specs_sorts_releases_and_keeps_wheels_last(tmp_path):
@@ -120,7 +123,7 @@ def test_grid_measures_entries_and_names_untabled_violations():
     store = rows[(A, STORE)]
     assert store["steady"] is False and store["first_violated"] == "0.9.5"
     e = data["entries"][0]
-    assert e["measured"] == ">=0.9.5,<=0.10.8" and e["agrees"] is False
+    assert e["measured"] == [">=0.9.5,<=0.10.8"] and e["agrees"] is False
     assert e["violated_unclaimed"] == ["0.9.5", "0.9.7"] and e["claims_but_held"] == []
     assert data["untabled"] == [{"scenario": A, "check": STORE, "on": ["0.9.5", "0.9.7"]}]
     assert data["summary"]["green"] == 3 and data["summary"]["untabled_rows"] == 1
@@ -135,7 +138,7 @@ def test_entry_that_claims_a_release_that_held_disagrees():
     e = build_grid(cols, [entry(STORE, ">=0.9.7")])["entries"][0]
     assert e["claims_but_held"] == ["0.9.7"] and not e["agrees"]
     agree = build_grid(cols, [entry(STORE, "==0.10.8")])["entries"][0]
-    assert agree["agrees"] and agree["measured"] == "==0.10.8"
+    assert agree["agrees"] and agree["measured"] == ["==0.10.8"]
 
 
 def test_a_runtime_that_could_not_be_judged_is_unknown_never_green():

@@ -37,10 +37,37 @@ OUTCOMES = (PASS, FAIL, KNOWN, FIXED, UNSEEN)
 
 
 @dataclass(frozen=True)
+class Releases:
+    """An entry's affected versions: one PEP 440 range, or several (any of them), for a bug
+    that went away and came back. Written as a string or a list of strings in the table."""
+
+    ranges: tuple[SpecifierSet, ...]
+
+    @classmethod
+    def parse(cls, raw: Any) -> Releases:
+        """Raises TypeError for something other than a string or a list of strings, and
+        InvalidSpecifier for a malformed range."""
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not items or \
+                not all(isinstance(x, str) for x in items):
+            raise TypeError(f"versions must be a range or a list of ranges, not {raw!r}")
+        return cls(tuple(SpecifierSet(x) for x in items))
+
+    def contains(self, version: str | Version, prereleases: bool | None = None) -> bool:
+        return any(r.contains(version, prereleases=prereleases) for r in self.ranges)
+
+    def __contains__(self, version: str | Version) -> bool:
+        return self.contains(version)
+
+    def __str__(self) -> str:
+        return " or ".join(str(r) for r in self.ranges)
+
+
+@dataclass(frozen=True)
 class KnownFailure:
     id: str
     check: str                  # pattern over check ids; only * is a wildcard
-    versions: SpecifierSet
+    versions: Releases | SpecifierSet
     scenarios: tuple[str, ...]  # patterns over scenario node ids ("*" for all)
     reason: str
     evidence: str
@@ -80,7 +107,7 @@ def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
                 raise TypeError(f"strict must be true or false, not {strict!r}")
             if not strict and not str(raw.get("seen", "")).strip():
                 raise KeyError("seen (a non-strict entry says how often it was seen)")
-            out.append(KnownFailure(raw["id"], raw["check"], SpecifierSet(raw["versions"]),
+            out.append(KnownFailure(raw["id"], raw["check"], Releases.parse(raw["versions"]),
                                     (scen,) if isinstance(scen, str) else tuple(scen),
                                     raw["reason"], raw["evidence"], raw.get("upstream", ""),
                                     strict, str(raw.get("seen", "")),

@@ -17,7 +17,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from harness.jobs.matrix.releases import covered, span_specifier
+from harness.jobs.matrix.releases import covered, span_specifier, spans
 from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
 from harness.judge.known import FIXED, KNOWN, UNSEEN, KnownFailure, wildcard
 
@@ -110,23 +110,19 @@ def entry_measure(entry: KnownFailure, rows: list[dict[str, Any]], ran: Sequence
     """What the matrix measured for one known-failures entry: the releases where a check it
     matches was violated, the range that names them, and where that disagrees with the
     entry's `versions` (releases it claims that held, releases it misses that were
-    violated)."""
+    violated). `measured` is a list of ranges: more than one when the bug went away and came
+    back."""
     mine = [r for r in rows if wildcard(entry.check, r["check"])
             and any(wildcard(p, r["scenario"]) for p in entry.scenarios)]
     violated = [v for v in ran if any(r["cells"].get(v) in VIOLATIONS for r in mine)]
     judged = [v for v in ran if any(r["cells"].get(v) in (HOLDS, VIOLATED, KNOWN, FIXED,
                                                           UNSEEN) for r in mine)]
     claims = covered(entry.versions, ran)
-    try:
-        measured = span_specifier(violated, ran)
-        gap = ""
-    except ValueError as exc:
-        measured, gap = None, str(exc)
     return {"id": entry.id, "versions": str(entry.versions), "rows": len(mine),
-            "violated_on": violated, "judged_on": judged, "measured": measured, "gap": gap,
+            "violated_on": violated, "judged_on": judged, "measured": spans(violated, ran),
             "claims_but_held": [v for v in claims if v in judged and v not in violated],
             "violated_unclaimed": [v for v in violated if v not in claims],
-            "agrees": not gap and set(claims) & set(judged) == set(violated)}
+            "agrees": set(claims) & set(judged) == set(violated)}
 
 
 def rows_from_summary(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -210,7 +206,7 @@ def render_grid(data: dict[str, Any]) -> str:
     for e in data["entries"]:
         if not e["agrees"] and e["judged_on"]:
             lines.append(f"table {e['id']}: versions {e['versions']!r}, measured "
-                         f"{e['measured'] or e['gap'] or 'never violated'}"
+                         f"{' or '.join(e['measured']) or 'never violated'}"
                          + (f"; claims but held on {', '.join(e['claims_but_held'])}"
                             if e["claims_but_held"] else "")
                          + (f"; violated but not claimed on {', '.join(e['violated_unclaimed'])}"

@@ -64,6 +64,23 @@ def span_specifier(versions: Iterable[str], ran: Sequence[str]) -> str | None:
     return f"=={first}" if first == last else f">={first},<={last}"
 
 
+def spans(versions: Iterable[str], ran: Sequence[str]) -> list[str]:
+    """The ranges naming exactly `versions` among the releases that `ran`, one per contiguous
+    run of them: ['==0.9.0', '>=0.9.5,<=0.10.8'] when 0.9.1-0.9.4 held in between; [] when
+    `versions` is empty."""
+    wanted = set(versions)
+    out: list[str] = []
+    block: list[str] = []
+    for v in [*ran, None]:
+        if v is not None and v in wanted:
+            block.append(v)
+            continue
+        if block:
+            out.append(span_specifier(block, ran) or "")
+            block = []
+    return out
+
+
 def covered(specifier: SpecifierSet, ran: Sequence[str]) -> list[str]:
     """Which of the releases that ran a version range contains."""
     out = []
