@@ -132,6 +132,17 @@ def test_grid_measures_entries_and_names_untabled_violations():
     assert "V V K" in text
 
 
+def test_cells_are_read_against_the_table_given():
+    cols = [col("0.9.7", res(A, j(STORE, "holds"))),
+            col("0.10.8", res(A, j(STORE, "violated")))]
+    strict = build_grid(cols, [entry(STORE, ">=0.9.7")])["rows"][0]["cells"]
+    assert strict == {"0.9.7": "fixed", "0.10.8": KNOWN}
+    race = KnownFailure("r", STORE, SpecifierSet(">=0.9.7"), ("*",), "why", "seen",
+                        strict=False, seen="1 of 2")
+    assert build_grid(cols, [race])["rows"][0]["cells"]["0.9.7"] == "unseen"
+    assert build_grid(cols, [])["rows"][0]["cells"] == {"0.9.7": HOLDS, "0.10.8": VIOLATED}
+
+
 def test_entry_that_claims_a_release_that_held_disagrees():
     cols = [col("0.9.7", res(A, j(STORE, "holds", "fixed"))),
             col("0.10.8", res(A, j(STORE, "violated", "known")))]
@@ -246,3 +257,30 @@ def test_bad_hostile_settings_stop_the_run_with_their_name(name, value):
                        capture_output=True, text=True, env=env, cwd=PROJECT, timeout=120)
     assert p.returncode != 0
     assert name in p.stdout + p.stderr
+
+
+def test_rejudge_reads_the_folders_back_against_todays_table(tmp_path, monkeypatch):
+    """--rejudge: a finished matrix judged again after a table edit, running nothing; a
+    column that was unknown stays unknown with its reason; a folder that is not a matrix is
+    a clear error."""
+    from harness.common.errors import SetupError
+    from harness.jobs.matrix import run
+
+    cols = [col("0.9.5", res(A, j(STORE, "violated"))),
+            col("0.10.8", res(A, j(STORE, "holds"))),
+            col("0.9.0", unknown="no wheel offline", rc=2)]
+    for c in cols[:2]:
+        (tmp_path / c.version).mkdir()
+        (tmp_path / c.version / "results.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in c.results.values()))
+    data = build_grid(cols, [])
+    data.update(seed=3, hostile_examples=5, hostile_budget_s=30.0, wall_s=9.0)
+    write_matrix(tmp_path, data, "m")
+    monkeypatch.setattr(run, "load_table", lambda: [entry(STORE, "==0.9.5")])
+    again = run.rebuild_matrix(tmp_path)
+    assert again["entries"][0]["agrees"] and again["seed"] == 3
+    assert again["runtimes"][2]["unknown"] == "no wheel offline"
+    assert [r["cells"] for r in again["rows"]] == [
+        {"0.9.5": KNOWN, "0.10.8": HOLDS, "0.9.0": UNKNOWN}]
+    with pytest.raises(SetupError, match="no readable matrix.json"):
+        run.rebuild_matrix(tmp_path / "0.9.5")

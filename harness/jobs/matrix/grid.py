@@ -6,7 +6,8 @@ Cells: `holds`, `violated` (a runtime bug the table does not name for that relea
 `unseen` (holds where a non-strict entry expects a race), `unknown` (could not measure, or the
 runtime could not be driven), `absent` (the scenario ran without judging this check),
 `skipped`, `not run`. Ranges are read from the raw statuses, so they do not depend on the
-known-failures table they are there to check.
+known-failures table they are there to check; known / fixed / unseen are read against the
+table given (today's), whatever table the gates ran with.
 """
 
 from __future__ import annotations
@@ -70,6 +71,22 @@ def cell_of(result: dict[str, Any] | None, check: str) -> str:
     return min(words, key=order.index)
 
 
+def against_table(cell: str, check: str, version: str, scenario: str,
+                  table: list[KnownFailure]) -> str:
+    """A cell read against `table` (today's, not the one the gate ran with): a violation is
+    `known` when an entry applies, a check that held is `fixed` (strict entry) or `unseen`
+    (non-strict) where one does. Other cells are kept."""
+    try:
+        entry = next((k for k in table if k.applies(check, version, scenario)), None)
+    except InvalidVersion:
+        entry = None
+    if cell in VIOLATIONS:
+        return KNOWN if entry else VIOLATED
+    if cell in (HOLDS, FIXED, UNSEEN):
+        return HOLDS if entry is None else FIXED if entry.strict else UNSEEN
+    return cell
+
+
 def _release_order(columns: Sequence[Column]) -> list[str]:
     out = []
     for c in columns:
@@ -127,8 +144,7 @@ def entry_measure(entry: KnownFailure, rows: list[dict[str, Any]], ran: Sequence
 
 def rows_from_summary(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a committed matrix summary (matrix-summary.json) with their cells by
-    runtime again; rows the summary left out were the same on every runtime and never
-    violated. Raises ValueError for a row whose symbols do not fit the runtimes."""
+    runtime again. Raises ValueError for a row whose symbols do not fit the runtimes."""
     keys = summary["runtimes"]
     word = {sym: w for w, sym in SYMBOL.items()}
     out = []
@@ -150,7 +166,8 @@ def build_grid(columns: Sequence[Column], table: list[KnownFailure]) -> dict[str
                     for j in r.get("judgements", []) if isinstance(j.get("check"), str)})
     rows = []
     for nid, check in pairs:
-        cells = {c.key: (UNKNOWN if c.unknown else cell_of(c.results.get(nid), check))
+        cells = {c.key: (UNKNOWN if c.unknown else against_table(
+            cell_of(c.results.get(nid), check), check, c.version, nid, table))
                  for c in columns}
         rows.append({"scenario": nid, "check": check, "cells": cells,
                      "steady": len({x for x in cells.values() if x != ABSENT}) <= 1

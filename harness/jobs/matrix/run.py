@@ -119,8 +119,7 @@ def run_column(spec: str, folder: Path, seed: int, workers: str,
 
 def write_matrix(folder: Path, data: dict[str, Any], name: str) -> None:
     """matrix.json (everything), matrix-summary.json (the compact form a known-failures
-    entry cites: one symbol per runtime for each row that is not the same everywhere) and
-    matrix.html."""
+    entry cites: one symbol per runtime for each row) and matrix.html."""
     from harness.report.build import templates
     (folder / "matrix.json").write_text(json.dumps(data, indent=1))
     keys = [r["key"] for r in data["runtimes"]]
@@ -131,7 +130,7 @@ def write_matrix(folder: Path, data: dict[str, Any], name: str) -> None:
                "runtime_gates": {r["key"]: {"green": r["green"], "unknown": r["unknown"],
                                             "wall_s": r["wall_s"]} for r in data["runtimes"]},
                "rows": [[r["scenario"], r["check"], "".join(SYMBOL[r["cells"][k]] for k in keys)]
-                        for r in data["rows"] if not r["steady"]],
+                        for r in data["rows"]],
                "entries": {e["id"]: {"measured": e["measured"], "violated_on": e["violated_on"],
                                      "agrees": e["agrees"]} for e in data["entries"]},
                "summary": data["summary"]}
@@ -172,6 +171,34 @@ def run_matrix(args: argparse.Namespace, folder: Path, seed: int) -> int:
     if interrupt.STOP.requested:
         return interrupt.EXIT_INTERRUPTED
     return 0 if all(r["green"] for r in data["runtimes"]) and len(columns) == len(specs) else 1
+
+
+def rebuild_matrix(folder: Path) -> dict[str, Any]:
+    """Judge a finished matrix folder again against today's known-failures table, without
+    running anything: each runtime's results are read back from its gate folder, its exit
+    and reason from the matrix.json written at the time. Rewrites the matrix files and returns
+    the data. Raises SetupError when `folder` holds no matrix.json or a gate folder that
+    judged holds no readable results."""
+    try:
+        old = json.loads((folder / "matrix.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"{folder} holds no readable matrix.json ({exc}); is it a matrix "
+                         "folder?") from exc
+    columns = []
+    for r in old.get("runtimes", []):
+        col = Column(r["spec"], r["version"], unknown=r.get("unknown") or "",
+                     exit_code=r.get("exit_code"), wall_s=r.get("wall_s"))
+        if not col.unknown:
+            try:
+                col.results = read_run(folder / _folder_name(r["spec"]))
+            except HarnessError as exc:
+                raise SetupError(f"matrix {folder}: {r['spec']}: {exc}") from exc
+        columns.append(col)
+    data = build_grid(columns, load_table())
+    for key in ("seed", "hostile_examples", "hostile_budget_s", "wall_s", "started", "machine"):
+        data[key] = old.get(key)
+    write_matrix(folder, data, folder.name)
+    return data
 
 
 # -- bisect --------------------------------------------------------------------------------------
@@ -304,6 +331,11 @@ def run_bisect(args: argparse.Namespace, folder: Path, seed: int) -> int:
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     from harness.session.doctor import check_kvm
+    if args.rejudge:
+        data = rebuild_matrix(Path(args.rejudge))
+        print(render_grid(data))
+        print(f"matrix: {Path(args.rejudge) / 'matrix.html'} (judged again)")
+        return 0 if all(r["green"] for r in data["runtimes"]) else 1
     for spec in args.runtime or ():
         RuntimeSpec.parse(spec)             # a malformed spec fails before anything starts
     if args.scenario:
@@ -355,6 +387,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"the nightly matrix: {NIGHTLY_HOSTILE_EXAMPLES} generated hostile "
                         f"cases per family and {NIGHTLY_HOSTILE_BUDGET_S:.0f} s of new cases "
                         "per shard unless given")
+    m.add_argument("--rejudge", metavar="MATRIX",
+                   help="judge a finished matrix folder again against today's known-failures "
+                        "table (after editing it), running nothing")
     m.add_argument("--bisect", metavar="CHECK",
                    help="find the first release on which the verdict of CHECK (a check id; "
                         "* is a wildcard) changes, running only the scenarios that judge it")
