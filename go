@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(busybox-static docker.io docker-registry skopeo)
+# openssh-server: the fleet's self-test starts sshd hosts on loopback (never the service).
+APT_PACKAGES=(busybox-static docker.io docker-registry skopeo openssh-server)
 
 need_root() { if [ "$(id -u)" != 0 ]; then echo "sudo"; fi; }
 

@@ -52,6 +52,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    import contextlib
+
     import pytest
 
     from harness.session.doctor import check_kvm
@@ -62,14 +64,23 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.seed is not None and args.explore:
         raise UsageError("--seed replays a seed's cases and --explore draws a new seed: "
                          "give one of them")
+    hosts = None
+    if args.tx or args.hosts:
+        from harness.jobs.fleet.hosts import resolve_hosts
+        hosts = resolve_hosts(args.tx, args.hosts)       # bad input: one line, exit 2
+        if args.repeat > 1:
+            raise UsageError("--repeat runs on this machine only; give --tx/--hosts or "
+                             "--repeat, not both")
+    remote = bool(hosts) and any(h.remote for h in hosts)
     seed = (seeds.parse_seed(args.seed) if args.seed is not None
             else seeds.fresh_seed() if args.explore else seeds.GATE_SEED)
-    ok, why = check_kvm()
-    if not ok:
-        raise SetupError(f"the gate cannot run: {why}")
-    # An unknown version fails here, in one line, before any worker starts.
-    from harness.runtime.spec import ensure_runtime
-    ensure_runtime(args.runtime)
+    if not remote or any(not h.remote for h in hosts or ()):
+        ok, why = check_kvm()
+        if not ok:
+            raise SetupError(f"the gate cannot run: {why}")
+        # An unknown version fails here, in one line, before any worker starts.
+        from harness.runtime.spec import ensure_runtime
+        ensure_runtime(args.runtime)
     report = Path(args.report).resolve() if args.report else _new_report_dir("gate")
     report.mkdir(parents=True, exist_ok=True)
     os.environ[seeds.SEED_ENV] = str(seed)
@@ -79,16 +90,28 @@ def cmd_gate(args: argparse.Namespace) -> int:
         from harness.jobs.repeat.flakes import repeat_gate
         return repeat_gate(args, report, seed)
     os.environ["BOXLITE_CHAOS_REPORT"] = str(report)
-    argv = [*targets, "--runtime", args.runtime, "--chaos-report", str(report),
-            "--junitxml", str(report / "junit.xml"), "-p", "no:cacheprovider",
-            "-o", "testpaths=scenarios", "-q", "--chaos-record-durations"]
-    if args.workers != "1":
+    if hosts or args.shard:
+        from harness.jobs.fleet import gate as fleet
+        if remote:
+            # Each host builds its runtime and image (or finds them) before any worker starts.
+            fleet.prepare(hosts, args.runtime, report)
+        selection = fleet.pytest_arguments(targets, hosts, args.shard)
+    else:
+        selection = [*targets, "-o", "testpaths=scenarios"]
+    argv = [*selection, f"--runtime={args.runtime}", f"--chaos-report={report}",
+            f"--junitxml={report / 'junit.xml'}", "-p", "no:cacheprovider", "-q",
+            "--chaos-record-durations"]
+    if args.workers != "1" and not hosts:
         argv += ["-n", args.workers, "--dist", "worksteal"]
     if args.k:
         argv += ["-k", args.k]
+    on = (f", hosts {', '.join(f'{h.name} ({h.workers})' for h in hosts)}" if hosts else "")
+    on += f", shard {args.shard[0]}/{args.shard[1]}" if args.shard else ""
     print(f"boxlite-chaos gate: runtime {args.runtime}, seed {seed}"
-          f"{' (exploring)' if args.explore else ''}, report {report}", flush=True)
-    rc = pytest.main(argv)
+          f"{' (exploring)' if args.explore else ''}{on}, report {report}", flush=True)
+    # Over remote hosts pytest starts in the checkout: it reads testpaths there only.
+    with contextlib.chdir(PROJECT) if remote else contextlib.nullcontext():
+        rc = pytest.main(argv)
     print(f"report: {report / 'report.html'}")
     if interrupt.STOP.requested:
         return interrupt.EXIT_INTERRUPTED
@@ -137,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the gate N times against one runtime and report, per scenario "
                         "and check, how often each verdict came; a verdict that changes "
                         "between runs is a flake")
+    from harness.jobs.fleet.shard import parse_shard
+    g.add_argument("--tx", action="append", metavar="SPEC",
+                   help="run on this host (repeatable): an xdist --tx spec, "
+                        "[N*]ssh=DEST//python=CHECKOUT/.venv/bin/python//chdir=CHECKOUT for "
+                        "N workers there; each host prepares its own runtime and homes, and "
+                        "the report is written here (-n is not used)")
+    g.add_argument("--hosts", metavar="FILE",
+                   help="run on the hosts of this TOML file (see harness/jobs/fleet/hosts.py)")
+    g.add_argument("--shard", type=parse_shard, metavar="K/N",
+                   help="run the K-th of N shares of the scenarios (for CI runners; merge "
+                        "the shards' folders with python -m harness.jobs.fleet.merge)")
     g.set_defaults(fn=cmd_gate)
 
     r = sub.add_parser("report", help="rebuild the HTML report of a run folder")

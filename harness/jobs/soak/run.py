@@ -9,6 +9,7 @@ import os
 import random
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from harness.runtime.spec import DEFAULT_SPEC
 from harness.scenario.context import Chaos
 
 
+@dataclass
 class SoakResult:
     report: Path
     seed: int
@@ -33,7 +35,6 @@ class SoakResult:
     @property
     def failed(self) -> bool:
         return self.run.failed
-
 
 
 def _new_chaos(workdir: Path, env: Any, image: Any, known: Any) -> Chaos:
