@@ -143,6 +143,18 @@ def test_cells_are_read_against_the_table_given():
     assert build_grid(cols, [])["rows"][0]["cells"] == {"0.9.7": HOLDS, "0.10.8": VIOLATED}
 
 
+def test_a_reference_scenario_is_read_against_its_own_version():
+    """The Docker scenarios inside a BoxLite gate carry Docker's version: a Docker entry
+    applies to them in every column, a runtime entry does not."""
+    docker = {**res(B, j("pattern_no_leaked_helpers", "violated")),
+              "runtime_version": "20.10.24+dfsg1"}
+    cols = [col("0.9.7", docker), col("0.10.8", docker)]
+    tabled = [entry("pattern_no_leaked_helpers", "==20.10.24+dfsg1")]
+    assert set(build_grid(cols, tabled)["rows"][0]["cells"].values()) == {KNOWN}
+    runtime_only = [entry("pattern_no_leaked_helpers", ">=0.9.7,<1")]
+    assert set(build_grid(cols, runtime_only)["rows"][0]["cells"].values()) == {VIOLATED}
+
+
 def test_entry_that_claims_a_release_that_held_disagrees():
     cols = [col("0.9.7", res(A, j(STORE, "holds", "fixed"))),
             col("0.10.8", res(A, j(STORE, "violated", "known")))]

@@ -71,6 +71,14 @@ def cell_of(result: dict[str, Any] | None, check: str) -> str:
     return min(words, key=order.index)
 
 
+def judged_version(column: Column, nodeid: str) -> str:
+    """The version a scenario's result was judged against: its own record (the Docker
+    reference scenarios in a BoxLite gate judge Docker's version), else the column's."""
+    r = column.results.get(nodeid) or {}
+    v = r.get("runtime_version")
+    return v if isinstance(v, str) and v else column.version
+
+
 def against_table(cell: str, check: str, version: str, scenario: str,
                   table: list[KnownFailure]) -> str:
     """A cell read against `table` (today's, not the one the gate ran with): a violation is
@@ -167,7 +175,7 @@ def build_grid(columns: Sequence[Column], table: list[KnownFailure]) -> dict[str
     rows = []
     for nid, check in pairs:
         cells = {c.key: (UNKNOWN if c.unknown else against_table(
-            cell_of(c.results.get(nid), check), check, c.version, nid, table))
+            cell_of(c.results.get(nid), check), check, judged_version(c, nid), nid, table))
                  for c in columns}
         rows.append({"scenario": nid, "check": check, "cells": cells,
                      "steady": len({x for x in cells.values() if x != ABSENT}) <= 1
