@@ -150,7 +150,8 @@ def test_a_reference_scenario_is_read_against_its_own_version():
               "runtime_version": "20.10.24+dfsg1"}
     cols = [col("0.9.7", docker), col("0.10.8", docker)]
     tabled = [entry("pattern_no_leaked_helpers", "==20.10.24+dfsg1")]
-    assert set(build_grid(cols, tabled)["rows"][0]["cells"].values()) == {KNOWN}
+    row = build_grid(cols, tabled)["rows"][0]
+    assert set(row["cells"].values()) == {KNOWN} and row["judged_as"] == "20.10.24+dfsg1"
     runtime_only = [entry("pattern_no_leaked_helpers", ">=0.9.7,<1")]
     assert set(build_grid(cols, runtime_only)["rows"][0]["cells"].values()) == {VIOLATED}
 
@@ -183,7 +184,7 @@ def test_write_matrix_files(tmp_path):
     summary = json.loads((tmp_path / "matrix-summary.json").read_text())
     assert summary["rows"] == [[A, STORE, "V·"]]
     again = rows_from_summary(summary)
-    assert again == [{"scenario": A, "check": STORE,
+    assert again == [{"scenario": A, "check": STORE, "judged_as": None,
                       "cells": {"0.9.5": VIOLATED, "0.10.8": HOLDS}}]
     assert entry_measure(entry("record_*", "==0.9.5"), again, summary["runtimes"])["agrees"]
     with pytest.raises(ValueError, match="does not fit 2 runtimes"):

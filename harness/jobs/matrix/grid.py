@@ -152,15 +152,18 @@ def entry_measure(entry: KnownFailure, rows: list[dict[str, Any]], ran: Sequence
 
 def rows_from_summary(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a committed matrix summary (matrix-summary.json) with their cells by
-    runtime again. Raises ValueError for a row whose symbols do not fit the runtimes."""
+    runtime again, and the version a reference scenario (Docker) was judged against
+    (`judged_as`, None for the runtime's own). Raises ValueError for a row whose symbols do
+    not fit the runtimes."""
     keys = summary["runtimes"]
     word = {sym: w for w, sym in SYMBOL.items()}
     out = []
-    for scenario, check, marks in summary["rows"]:
+    for scenario, check, marks, *rest in summary["rows"]:
+        judged_as = rest[0] if rest else None
         if len(marks) != len(keys) or any(m not in word for m in marks):
             raise ValueError(f"matrix summary row {scenario} {check}: {marks!r} does not "
                              f"fit {len(keys)} runtimes")
-        out.append({"scenario": scenario, "check": check,
+        out.append({"scenario": scenario, "check": check, "judged_as": judged_as,
                     "cells": {k: word[m] for k, m in zip(keys, marks, strict=True)}})
     return out
 
@@ -177,7 +180,10 @@ def build_grid(columns: Sequence[Column], table: list[KnownFailure]) -> dict[str
         cells = {c.key: (UNKNOWN if c.unknown else against_table(
             cell_of(c.results.get(nid), check), check, judged_version(c, nid), nid, table))
                  for c in columns}
+        other = {judged_version(c, nid) for c in columns if nid in c.results} - \
+            {c.version for c in columns}
         rows.append({"scenario": nid, "check": check, "cells": cells,
+                     "judged_as": other.pop() if len(other) == 1 else None,
                      "steady": len({x for x in cells.values() if x != ABSENT}) <= 1
                      and not set(cells.values()) & (BAD | VIOLATIONS),
                      **row_ranges(cells, ran)})

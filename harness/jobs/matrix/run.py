@@ -129,7 +129,8 @@ def write_matrix(folder: Path, data: dict[str, Any], name: str) -> None:
                "hostile_budget_s": data.get("hostile_budget_s"), "wall_s": data.get("wall_s"),
                "runtime_gates": {r["key"]: {"green": r["green"], "unknown": r["unknown"],
                                             "wall_s": r["wall_s"]} for r in data["runtimes"]},
-               "rows": [[r["scenario"], r["check"], "".join(SYMBOL[r["cells"][k]] for k in keys)]
+               "rows": [[r["scenario"], r["check"], "".join(SYMBOL[r["cells"][k]] for k in keys),
+                         *([r["judged_as"]] if r.get("judged_as") else [])]
                         for r in data["rows"]],
                "entries": {e["id"]: {"measured": e["measured"], "violated_on": e["violated_on"],
                                      "agrees": e["agrees"]} for e in data["entries"]},
