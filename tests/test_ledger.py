@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from harness.common.wait import wait_for
 from harness.judge import checks
 from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
 from harness.observe.processes import ProcessLedger, ProcRecord, become_subreaper, classify
+from harness.observe.procfs import Listing, ProcTree
 
 INTERVAL = 0.05
 GRACE_S = 1.0       # the leaks below last over 1.2 s: judged with this grace, not the default
@@ -68,9 +70,10 @@ def test_a_leaked_zombie_is_a_violation():
     assert ledger.zombie_records()[0].gone_at is not None
 
 
-def test_a_zombie_leaked_by_a_descendant_is_a_violation_while_the_thread_samples():
+@pytest.mark.parametrize("walk", [True, False], ids=["children lists", "scan of /proc"])
+def test_a_zombie_leaked_by_a_descendant_is_a_violation_while_the_thread_samples(walk):
     # The realistic case: a grandchild whose parent (not us) never waits for it. The
-    # parent reaps it once its stdin closes.
+    # parent reaps it once its stdin closes. A kernel without children lists is scanned.
     code = ("import os, sys\n"
             "pid = os.fork()\n"
             "if pid == 0:\n"
@@ -78,7 +81,8 @@ def test_a_zombie_leaked_by_a_descendant_is_a_violation_while_the_thread_samples
             "print(pid, flush=True)\n"
             "sys.stdin.read()\n"
             "os.waitpid(pid, 0)\n")
-    ledger = ProcessLedger(interval_s=INTERVAL)
+    ledger = ProcessLedger(interval_s=INTERVAL,
+                           list_procs=ProcTree(os.getpid(), walk=walk).list)
     with running(ledger):
         parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
@@ -233,36 +237,55 @@ def test_a_frozen_leftover_is_still_killed():
             frozen.wait()
 
 
+EXEC_LATE = ("import os, sys, time\n"
+             "time.sleep(0.5)\n"
+             "os.execv(sys.argv[1], sys.argv[1:])\n")
+
+
+def test_records_name_processes_as_psutil_does_and_follow_an_exec(tmp_path):
+    # A name over the kernel's 15 characters is taken from the command line, as psutil
+    # does; a process seen before it execs takes its new identity once it has.
+    long_sleep = tmp_path / "a-sleep-with-a-long-name"
+    shutil.copy("/bin/sleep", long_sleep)
+    ledger = ProcessLedger(interval_s=INTERVAL)
+    ledger.snapshot_baseline()
+    late = subprocess.Popen([sys.executable, "-c", EXEC_LATE, str(long_sleep), "60"])
+    ledger.own_children.add(late.pid)
+    try:
+        ledger.sample()
+        (rec,) = [r for r in ledger.records.values() if r.pid == late.pid]
+        assert rec.name.startswith("python")
+        wait_for(lambda: psutil.Process(late.pid).name() == long_sleep.name, 10, "the exec")
+        ledger.sample()
+        ps = psutil.Process(late.pid)
+        assert (rec.pid, rec.create_time) == (ps.pid, ps.create_time())
+        assert rec.name == ps.name() == long_sleep.name
+        assert rec.cmd == " ".join(ps.cmdline()) == f"{long_sleep} 60"
+    finally:
+        late.kill()
+        late.wait(timeout=5)
+
+
 # -- probes that cannot read ----------------------------------------------------------------
 
 def test_a_probe_that_cannot_list_makes_no_zombies_unknown():
-    def denied():
-        raise psutil.AccessDenied(pid=os.getpid(), name="pytest")
+    def denied() -> Listing:
+        raise PermissionError(13, "Permission denied", f"/proc/{os.getpid()}/task")
 
     ledger = ProcessLedger(interval_s=INTERVAL, list_procs=denied)
     for _ in range(3):
         ledger.sample()
     assert len(ledger.samples) == 3
-    assert len(ledger.errors) == 3 and "AccessDenied" in ledger.errors[0]
+    assert len(ledger.errors) == 3 and "PermissionError" in ledger.errors[0]
     v = zombie_verdict(ledger)
     assert v.status == UNKNOWN, v.summary
     assert "sampling failed" in v.summary
 
 
-class UnreadableProcess:
-    """A listed process whose details cannot be read (as psutil raises for another user's)."""
-
-    pid = 1
-
-    def oneshot(self):
-        return contextlib.nullcontext()
-
-    def create_time(self) -> float:
-        raise psutil.AccessDenied(pid=self.pid)
-
-
 def test_a_probe_that_cannot_read_a_process_makes_no_zombies_unknown():
-    ledger = ProcessLedger(interval_s=INTERVAL, list_procs=lambda: [UnreadableProcess()])
+    # A listed process whose stat cannot be read (as for another user's, under hidepid).
+    unreadable = Listing(unread={1: "PermissionError(13, 'Permission denied')"})
+    ledger = ProcessLedger(interval_s=INTERVAL, list_procs=lambda: unreadable)
     ledger.sample()
     assert ledger.errors and "reading pid 1 failed" in ledger.errors[0]
     assert zombie_verdict(ledger).status == UNKNOWN
@@ -270,12 +293,13 @@ def test_a_probe_that_cannot_read_a_process_makes_no_zombies_unknown():
 
 def test_a_failed_listing_does_not_mark_running_processes_gone():
     fail_next = []
+    tree = ProcTree(os.getpid())
 
-    def flaky() -> list[psutil.Process]:
+    def flaky() -> Listing:
         if fail_next:
             fail_next.pop()
-            raise psutil.AccessDenied(pid=os.getpid())
-        return psutil.Process(os.getpid()).children(recursive=True)
+            raise PermissionError(13, "Permission denied")
+        return tree.list()
 
     ledger = ProcessLedger(interval_s=INTERVAL, list_procs=flaky)
     ledger.snapshot_baseline()

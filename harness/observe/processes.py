@@ -3,6 +3,8 @@ descendant (pid, start time, name, parent, status over time) before anything rea
 
 Processes are identified by (pid, start time) so a recycled pid is never mistaken for ours;
 `kill_leftovers` only ever signals a process whose identity still matches what was recorded.
+The sampler reads /proc itself (procfs.py), with psutil's values: start times are psutil's
+`create_time()`, equal to those taken with psutil elsewhere in the harness.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from typing import Any
 import psutil
 
 from harness.common.wait import Deadline, poll_until
+from harness.observe import procfs
+from harness.observe.procfs import Listing, ProcStat
 
 PR_SET_CHILD_SUBREAPER = 36
 SAMPLE_INTERVAL_S = 0.1
@@ -121,7 +125,7 @@ class ProcessLedger:
                  clock: Callable[[], float] = time.monotonic,
                  idle_interval_s: float | None = None,
                  on_sample: Callable[[Sample], None] | None = None,
-                 list_procs: Callable[[], Iterable[psutil.Process]] | None = None) -> None:
+                 list_procs: Callable[[], Listing] | None = None) -> None:
         self.root_pid = root_pid or os.getpid()
         self.interval_s = interval_s
         self.idle_interval_s = idle_interval_s
@@ -135,7 +139,7 @@ class ProcessLedger:
         self.exempt: set[int] = set()           # a scenario's own processes, not the runtime's
         self.baseline: set[Key] = set()
         self.errors: list[str] = []
-        self._list = list_procs or (lambda: psutil.Process(self.root_pid).children(recursive=True))
+        self._list = list_procs or procfs.ProcTree(self.root_pid).list
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -143,16 +147,16 @@ class ProcessLedger:
 
     # -- sampling -------------------------------------------------------------------------
     def snapshot_baseline(self) -> None:
-        for p in self._safe_list() or []:
-            try:
-                self.baseline.add((p.pid, p.create_time()))
-            except psutil.Error:
-                pass
+        listing = self._safe_list()
+        if listing and listing.procs:
+            boot = procfs.boot_time()
+            self.baseline.update((st.pid, procfs.create_time(st.start_ticks, boot))
+                                 for st in listing.procs.values())
 
-    def _safe_list(self) -> list[psutil.Process] | None:
+    def _safe_list(self) -> Listing | None:
         try:
-            return list(self._list())
-        except psutil.Error as exc:
+            return self._list()
+        except OSError as exc:
             self.errors.append(f"listing descendants failed: {exc!r}")
             return None
 
@@ -166,47 +170,26 @@ class ProcessLedger:
         seen: set[Key] = set()
         zombies = []
         by_name: dict[str, int] = {}
-        listed = self._safe_list()
-        unread: set[int] = set()
-        for p in listed or []:
-            try:
-                with p.oneshot():
-                    key = (p.pid, p.create_time())
-                    if key in self.baseline:
-                        continue
-                    status = p.status()
-                    ppid = p.ppid()
-                    name = p.name()
-                    rec = self.records.get(key)
-                    if rec is None:
-                        try:
-                            full = " ".join(p.cmdline())
-                        except psutil.Error:
-                            full = ""
-                        rec = ProcRecord(p.pid, key[1], name, ppid, full[:300], now, now,
-                                         box=box_of(full))
-                        self.records[key] = rec
-                    elif status != psutil.STATUS_ZOMBIE and (
-                            name != rec.name or (now - rec.first_seen < YOUNG_S and
-                                                 classify(rec.name, rec.cmd) == "other")):
-                        # First seen between fork and exec (or renamed, like the shim's
-                        # 'libkrun VM'): take the new identity, keep the old name visible.
-                        try:
-                            full = " ".join(p.cmdline())
-                            rec.cmd = full[:300] or rec.cmd
-                            rec.box = box_of(full) or rec.box
-                        except psutil.Error:
-                            pass
-                        if not rec.name.startswith("libkrun") and not name.startswith("libkrun"):
-                            rec.name = name
-                        elif name.startswith("libkrun"):
-                            rec.name = name
-            except psutil.NoSuchProcess:
+        listing = self._safe_list()
+        procs = listing.procs.values() if listing else ()
+        unread = listing.unread if listing else {}
+        self.errors.extend(f"reading pid {pid} failed: {why}" for pid, why in unread.items())
+        # Read each sample, as psutil reads it for every create_time(): equal identities.
+        boot = procfs.boot_time() if procs else 0.0
+        for st in procs:
+            key = (st.pid, procfs.create_time(st.start_ticks, boot))
+            if key in self.baseline:
                 continue
-            except psutil.Error as exc:
-                self.errors.append(f"reading pid {p.pid} failed: {exc!r}")
-                unread.add(p.pid)
-                continue
+            status, ppid = st.status, st.ppid
+            rec = self.records.get(key)
+            if rec is None:
+                argv = procfs.read_argv(st.pid)
+                full = " ".join(argv or ())
+                rec = ProcRecord(st.pid, key[1], procfs.name_of(st, argv), ppid, full[:300],
+                                 now, now, box=box_of(full))
+                self.records[key] = rec
+            else:
+                self._reidentify(rec, st, now)
             seen.add(key)
             rec.last_seen = now
             if not rec.statuses or rec.statuses[-1][1] != status:
@@ -218,7 +201,7 @@ class ProcessLedger:
             # An orphan the subreaper adopted: seen under another parent first, or a runtime
             # process (which is never our own child) found under us. Anything else directly
             # under us is a child the harness spawned and waits on itself: never reaped here.
-            if ppid == self.root_pid and p.pid not in self.own_children and (
+            if ppid == self.root_pid and st.pid not in self.own_children and (
                     rec.ppids[0][1] != self.root_pid or kind in ("shim", "vm", "bwrap")):
                 rec.adopted = True
             by_name[kind] = by_name.get(kind, 0) + 1
@@ -226,13 +209,13 @@ class ProcessLedger:
                 if rec.zombie_since is None:
                     rec.zombie_since = now
                     rec.zombie_ppid = ppid
-                zombies.append({"pid": p.pid, "ppid": ppid, "name": rec.name, "kind": kind})
+                zombies.append({"pid": st.pid, "ppid": ppid, "name": rec.name, "kind": kind})
                 if rec.adopted:
-                    self._reap(p.pid)
+                    self._reap(st.pid)
         for key, rec in list(self.records.items()):
             if key in seen:
                 rec.gone_at = None
-            elif listed is not None and rec.pid not in unread and rec.gone_at is None:
+            elif listing is not None and rec.pid not in unread and rec.gone_at is None:
                 # Gone only when the listing worked and the process was really absent.
                 rec.gone_at = now
         s = Sample(round(now, 3), len(seen), zombies, by_name)
@@ -243,6 +226,27 @@ class ProcessLedger:
         if self.on_sample:
             self.on_sample(s)
         return s
+
+    def _reidentify(self, rec: ProcRecord, st: ProcStat, now: float) -> None:
+        """First seen between fork and exec (or renamed, like the shim's 'libkrun VM'): take
+        the new identity, keep the old name visible."""
+        argv = None
+        if len(st.comm) >= procfs.COMM_LEN:     # psutil's name() reads it for these
+            argv = procfs.read_argv(st.pid)
+        name = procfs.name_of(st, argv)
+        if st.status == psutil.STATUS_ZOMBIE or (name == rec.name and not (
+                now - rec.first_seen < YOUNG_S and classify(rec.name, rec.cmd) == "other")):
+            return
+        if argv is None:
+            argv = procfs.read_argv(st.pid)
+        if argv is not None:
+            full = " ".join(argv)
+            rec.cmd = full[:300] or rec.cmd
+            rec.box = box_of(full) or rec.box
+        if not rec.name.startswith("libkrun") and not name.startswith("libkrun"):
+            rec.name = name
+        elif name.startswith("libkrun"):
+            rec.name = name
 
     def _reap(self, pid: int) -> None:
         # Only orphans we adopted: reaping them is our duty as subreaper, and it steals
