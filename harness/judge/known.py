@@ -75,9 +75,11 @@ class KnownFailure:
     strict: bool = True         # False: a race, seen on some runs only (see `seen`)
     seen: str = ""              # how often repeat runs saw it; required when not strict
     measured: str = ""          # the release matrix whose run measured `versions`
+    excluding: tuple[str, ...] = ()     # check patterns the entry does not cover
 
     def applies(self, check_id: str, version: str, scenario: str) -> bool:
         return (wildcard(self.check, check_id)
+                and not any(wildcard(p, check_id) for p in self.excluding)
                 and any(wildcard(p, scenario) for p in self.scenarios)
                 and Version(version) in self.versions)
 
@@ -96,6 +98,13 @@ def read_toml_table(path: Path, what: str) -> dict[str, Any]:
         raise SetupError(f"{what} {path}: {exc}") from exc
 
 
+def _patterns(raw: Any) -> tuple[str, ...]:
+    """A list of check patterns (`excluding`); TypeError for anything else."""
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise TypeError(f"excluding must be a list of check patterns, not {raw!r}")
+    return tuple(raw)
+
+
 def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
     data = read_toml_table(path, "known-failures table")
     out = []
@@ -111,7 +120,8 @@ def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
                                     (scen,) if isinstance(scen, str) else tuple(scen),
                                     raw["reason"], raw["evidence"], raw.get("upstream", ""),
                                     strict, str(raw.get("seen", "")),
-                                    str(raw.get("measured", ""))))
+                                    str(raw.get("measured", "")),
+                                    _patterns(raw.get("excluding", []))))
         except (KeyError, TypeError, AttributeError, InvalidSpecifier) as exc:
             raise SetupError(f"known-failures table {path}: entry {i} is malformed: {exc!r}") \
                 from exc
