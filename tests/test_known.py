@@ -146,7 +146,8 @@ def test_brackets_and_dots_match_literally(pattern, check_id, applies):
 def test_the_real_table_does_not_apply_elsewhere():
     table = load_table()
     assert judge(v(VIOLATED, "record_final[store]"), "0.10.8", SCENARIO, table).outcome == FAIL
-    assert judge(v(VIOLATED, "record_failed[live.get_info]"), "0.10.7", SCENARIO,
+    # A release after the measured ones: no entry claims it until a matrix has judged it.
+    assert judge(v(VIOLATED, "record_failed[live.get_info]"), "0.11.0", SCENARIO,
                  table).outcome == FAIL
 
 

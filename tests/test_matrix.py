@@ -126,7 +126,12 @@ def test_grid_measures_entries_and_names_untabled_violations():
     assert e["measured"] == [">=0.9.5,<=0.10.8"] and e["agrees"] is False
     assert e["violated_unclaimed"] == ["0.9.5", "0.9.7"] and e["claims_but_held"] == []
     assert data["untabled"] == [{"scenario": A, "check": STORE, "on": ["0.9.5", "0.9.7"]}]
-    assert data["summary"]["green"] == 3 and data["summary"]["untabled_rows"] == 1
+    # Read against the table given: 0.9.5 and 0.9.7 are red for the untabled violation.
+    assert data["summary"]["green"] == 1 and data["summary"]["untabled_rows"] == 1
+    assert data["runtimes"][0]["red_scenarios"] == [A]
+    # A scenario that failed without a verdict (an error) is red whatever the table says.
+    broken = build_grid([col("0.10.8", res(B, outcome="failed"))], [])
+    assert broken["runtimes"][0]["green"] is False
     text = render_grid(data)
     assert "table e1: versions '==0.10.8', measured >=0.9.5,<=0.10.8" in text
     assert "V V K" in text

@@ -190,12 +190,17 @@ def build_grid(columns: Sequence[Column], table: list[KnownFailure]) -> dict[str
     runtimes = []
     for c in columns:
         counts = {k: sum(r["cells"][c.key] == k for r in rows) for k in CELLS}
-        red = [f"{nid} {r.get('outcome')}" for nid, r in sorted(c.results.items())
-               if r.get("outcome") not in ("passed", "skipped")]
+        # Red today: a cell the table does not explain, or a scenario that failed without a
+        # verdict (an error outside its checks), which no table can explain.
+        red = sorted({r["scenario"] for r in rows if r["cells"][c.key] in BAD} |
+                     {nid for nid, r in c.results.items()
+                      if r.get("outcome") not in ("passed", "skipped")
+                      and not r.get("judgements")})
         runtimes.append({"spec": c.spec, "version": c.version, "key": c.key, "unknown": c.unknown,
                          "exit_code": c.exit_code, "wall_s": c.wall_s,
                          "scenarios": len(c.results), "red_scenarios": red,
-                         "green": not c.unknown and c.exit_code == 0, "cells": counts})
+                         "green": not c.unknown and c.exit_code in (0, 1) and not red,
+                         "cells": counts})
     untabled = [{"scenario": r["scenario"], "check": r["check"],
                  "on": [v for v in ran if r["cells"].get(v) == VIOLATED]}
                 for r in rows if VIOLATED in r["cells"].values()]
