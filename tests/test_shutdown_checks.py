@@ -284,3 +284,15 @@ def test_violating_case(name):
     v = VIOLATING[name]()
     assert v.status == VIOLATED, v
     assert v.check.split("[")[0] == name
+
+
+def test_a_default_runtime_host_is_not_started_where_it_would_pull_from_docker_io():
+    """Boxlite.default() takes no loopback registry: before 0.10 its boxes would pull the guest
+    base image from docker.io, so the scenario records `unknown` (which fails the gate) and
+    starts nothing; 0.10 and the options flavours run."""
+    from harness.runtime.host import RUNNER, SDK_DEFAULT
+    from harness.scenario.shutdown import default_host_offline
+    v = default_host_offline(SDK_DEFAULT, "0.9.7")
+    assert v is not None and v.status == "unknown" and "docker.io" in v.summary
+    assert default_host_offline(SDK_DEFAULT, "0.10.0") is None
+    assert default_host_offline(RUNNER, "0.9.0") is None

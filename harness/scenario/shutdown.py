@@ -408,3 +408,20 @@ def no_orphans(procs: Sequence[dict[str, Any]]) -> Verdict:
                            f"{p['name']}[{p['pid']}] of {p.get('box')}, ended at "
                            f"{p['ended_s']}s" for p in orphans))
     return Verdict("no_orphans", HOLDS, ev, f"none of {len(ps)} box processes ran orphaned")
+
+
+def default_host_offline(flavour: Flavour, version: str) -> Verdict | None:
+    """An `unknown` verdict when a host on the SDK's default runtime cannot run boxes offline:
+    Boxlite.default() takes no registry option, and releases before 0.10 pull the guest base
+    image (debian:bookworm-slim) from docker.io at first start (measured: on 0.9.0-0.9.7 its
+    boxes never spawned a shim in 60 s). Starting it would also send traffic off loopback, so
+    the scenario must not start it. None when the host can run."""
+    from harness.runtime.registry import needs_registry
+    if flavour.runtime != "default" or not needs_registry(version):
+        return None
+    return Verdict("runtime_shutdown_ran", UNKNOWN, {"runtime_version": version},
+                   f"could not measure: Boxlite.default() on {version} pulls the guest base "
+                   "image from docker.io and takes no loopback registry; this machine is "
+                   "offline (and the harness sends nothing off loopback), so the host was "
+                   "not started")
+

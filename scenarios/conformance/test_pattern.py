@@ -16,6 +16,7 @@ import signal
 
 import pytest
 
+from harness.common.errors import ArrangementError
 from harness.judge import checks
 from harness.targets import pattern
 from harness.targets.base import HELPERS_GONE_S
@@ -94,11 +95,23 @@ def test_repeated_failures_leave_no_zombie_under_the_daemon(world):
     every zombie whose parent was the daemon's, after sampling past the zombie grace."""
     t = world.target
     starts = [t.start_async(t.create(f"failing{i}", failing=True)) for i in range(2)]
-    for i in range(CRASHES):
+    crashed = 0
+    for i in range(2 * CRASHES):
+        if crashed == CRASHES:
+            break
         iid = t.create(f"crash{i}")
         start = t.start_async(iid)
-        world.inject(t.kill_helper(iid))
+        try:
+            world.inject(t.kill_helper(iid))
+            crashed += 1
+        except ProcessLookupError as exc:
+            # Found, then gone before the kill (2 of 15 gates of the nightly matrix, Docker
+            # under load): no crash happened, so another container is crashed instead.
+            world.note(crash_missed=f"{iid[:12]}: {exc}")
         start.result(START_S)
+    if crashed < CRASHES:
+        raise ArrangementError(f"only {crashed} of {CRASHES} helpers could be crashed in "
+                               f"{2 * CRASHES} tries: each ended before its kill")
     world.note(start_errors=[s.result(START_S).error for s in starts])
     world.observe_for(checks.ZOMBIE_GRACE_S + 1.0, "a zombie under the daemon to outlast the "
                       "grace")
