@@ -6,6 +6,7 @@ are in test_interrupt_runs.py."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import errno
@@ -14,10 +15,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
+from harness.common.wait import wait_for
+from harness.faults.shim import Proc
 from harness.observe.history import read_history
 from harness.report.build import summarize
 from harness.scenario.context import DiskFull, GuardedHistory, keep_whole_lines, require_space
@@ -25,17 +30,16 @@ from harness.session import interrupt, stopping
 from harness.session.stopping import append_result, unfinished_judgement
 
 
-@pytest.fixture
-def handlers():
-    """Our own handlers in place of the plugin's for one test: the plugin's helper thread
-    waits on its own event, which these never set."""
-    calls: list[str] = []
+@contextlib.contextmanager
+def installed(on_first: Callable[[str], None],
+              on_again: Callable[[str], None]) -> Iterator[interrupt.Handlers]:
+    """Our own handlers in place of the plugin's: the plugin's helper thread waits on its own
+    event, which these never set. The stop is forgotten after."""
     saved = dataclasses.replace(interrupt.STOP)
     interrupt.reset()
-    h = interrupt.install(lambda n: calls.append(f"first {n}"),
-                          lambda n: calls.append(f"again {n}"))
+    h = interrupt.install(on_first, on_again)
     try:
-        yield calls
+        yield h
     finally:
         interrupt.restore(h)
         interrupt.reset()
@@ -43,11 +47,35 @@ def handlers():
     assert not h.outer or not h.outer.wake.is_set()
 
 
+@pytest.fixture
+def handlers():
+    """The calls of our own handlers, for one test."""
+    calls: list[str] = []
+    with installed(lambda n: calls.append(f"first {n}"), lambda n: calls.append(f"again {n}")):
+        yield calls
+
+
 def test_first_signal_asks_for_an_orderly_stop(handlers):
     interrupt._handle(signal.SIGTERM, None)
     assert handlers == ["first SIGTERM"]
     assert interrupt.STOP.requested and interrupt.STOP.signal == "SIGTERM"
     assert interrupt._active is not None and interrupt._active.wake.is_set()
+
+
+def test_the_helper_wakes_only_after_the_first_callback():
+    """A job's first callback looks for the runs it started, and its helper then stops them:
+    woken first, the helper could end a run before the look, and the job would unwind as if
+    it had started none (seen under load: "job unwound" without the run's own exit)."""
+    woken: list[bool] = []
+    with installed(lambda _n: woken.append(interrupt._active.wake.is_set()), lambda _n: None):
+        interrupt._handle(signal.SIGTERM, None)
+        assert woken == [False] and interrupt._active.wake.is_set()
+
+    def refuse(_n: str) -> None:
+        raise KeyboardInterrupt
+    with installed(refuse, lambda _n: None) as h, pytest.raises(KeyboardInterrupt):
+        interrupt._handle(signal.SIGTERM, None)
+    assert h.wake.is_set()          # a callback that raises still wakes the helper
 
 
 def test_the_same_stop_delivered_twice_at_once_is_one(handlers):
@@ -81,18 +109,35 @@ def test_interrupted_is_not_swallowed_by_except_exception():
 
 def test_second_signal_kills_what_the_process_started():
     """stop_at_once in a child process: its own child is SIGKILLed, it exits 131."""
-    code = ("import subprocess, sys, time\n"
+    code = ("import subprocess, sys, psutil\n"
             "from harness.session import interrupt\n"
-            "kid = subprocess.Popen(['sleep', '60'])\n"
-            "print(kid.pid, flush=True)\n"
+            "kid = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL,\n"
+            "                       stderr=subprocess.DEVNULL)\n"
+            "print(kid.pid, psutil.Process(kid.pid).create_time(), flush=True)\n"
             "interrupt.stop_at_once()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).resolve().parents[1])
-    assert proc.returncode == interrupt.EXIT_AT_ONCE, proc.stderr
-    kid = int(proc.stdout.split()[0])
-    assert not Path(f"/proc/{kid}").exists() or \
-        Path(f"/proc/{kid}/stat").read_text().split()[2] == "Z"
-    assert "stopped at once" in proc.stderr
+    printed = proc.stdout.split()
+    assert len(printed) == 2, proc.stderr
+    kid = Proc(int(printed[0]), float(printed[1]), "sleep")
+    try:
+        assert proc.returncode == interrupt.EXIT_AT_ONCE, proc.stderr
+        assert "stopped at once" in proc.stderr
+        # SIGKILL is sent before the exit, but a loaded machine may not have run the kid's
+        # death yet (seen: state R just after); one not killed sleeps on for a minute.
+        wait_for(lambda: not interrupt.running(kid), 30,
+                 f"the kid (pid {kid.pid}), SIGKILLed by stop_at_once, to end")
+    finally:
+        interrupt.send([kid], signal.SIGKILL)           # one that outlived the stop
+        _reap_adopted(kid)
+
+
+def _reap_adopted(proc: Proc) -> None:
+    """This test process is a subreaper: an orphan it adopted, once ended, is its to reap."""
+    p = proc.same()
+    with contextlib.suppress(psutil.Error, ChildProcessError):
+        if p is not None and p.ppid() == os.getpid() and p.status() == psutil.STATUS_ZOMBIE:
+            os.waitpid(proc.pid, os.WNOHANG)
 
 
 JOB = """

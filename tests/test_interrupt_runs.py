@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.common.wait import hold
+from harness.common.wait import hold, wait_for
 from harness.faults.shim import Proc
 from harness.leftovers import markers, sweep
 from harness.session import interrupt
@@ -28,6 +29,9 @@ from harness.session.doctor import check_kvm
 
 PROJECT = Path(__file__).resolve().parents[1]
 START_S = 180.0             # the runtime's venv is cached; workers start and collect
+# A process that was SIGKILLed, or that its run waited for, is gone (a zombie at most) well
+# within this, however loaded the machine; one the run leaked never is.
+GONE_S = 10.0
 
 pytestmark = pytest.mark.skipif(not check_kvm()[0], reason=f"gate runs: {check_kvm()[1]}")
 
@@ -130,6 +134,33 @@ def gate(tmp_path):
         sweep.sweep(own_run=g.owner, under=[g.tmp])
 
 
+def stopped(proc: Proc) -> bool:
+    """Whether this process is stopped (SIGSTOP taken, not just sent)."""
+    p = proc.same()
+    try:
+        return p is not None and p.status() == psutil.STATUS_STOPPED
+    except psutil.Error:
+        return False
+
+
+def pending(proc: Proc, sig: int) -> bool:
+    """Whether `sig`, sent to this (stopped) process, waits undelivered."""
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((int(line.split()[1], 16) for line in status.splitlines()
+                 if line.startswith("ShdPnd:")), 0)
+    return bool(mask >> (sig - 1) & 1)
+
+
+def stop_took(output: str, sig: str) -> float:
+    """How long the stop took by the gate's own clock, from its handling of the signal."""
+    found = re.findall(rf"interrupted by {sig}; stopped ([0-9.]+) s after the signal", output)
+    assert found, f"the gate did not say how long its stop on {sig} took:\n{output}"
+    return float(found[-1])
+
+
 def unknown_summaries(results: dict[str, dict]) -> dict[str, str]:
     return {nid: j["summary"] for nid, r in results.items() for j in r["judgements"]
             if j["check"] == "scenario_finished"}
@@ -141,8 +172,26 @@ def test_sigterm_stops_the_gate_in_order_and_reports(gate):
     os.kill(g.proc.pid, signal.SIGTERM)
     rc, took = g.wait(interrupt.STOP_BOUND_S + 10)
     assert rc == interrupt.EXIT_INTERRUPTED, g.output()
-    assert took <= interrupt.STOP_BOUND_S, f"the stop took {took:.1f}s"
-    assert not g.left_running(2.0), "processes the gate started outlived it"
+    out = g.output()
+    if "the stop passed its" in out:
+        # The bound ran out with every result written (a loaded machine stretches the
+        # report's drawing most): the gate gives up report.html only, as documented, exits
+        # 130 all the same and says how to build it; anything more left undone is 131.
+        assert (f"stopped at once (SIGTERM: the stop passed its {interrupt.STOP_BOUND_S:.0f} s "
+                "bound with every result written; report.html was not finished") in out, out
+        if not (g.report / "report.html").is_file():
+            built = subprocess.run([sys.executable, "-m", "harness.cli", "report",
+                                    str(g.report)], capture_output=True, text=True,
+                                   cwd=PROJECT, env=g.env, timeout=START_S)
+            assert built.returncode == 0, built.stderr
+    else:
+        # The bound runs from the gate's handling of the signal, and past it the gate stops
+        # at once; this side's clock adds the signal's delivery, the exit and this process's
+        # own wait for the CPU, which load stretches.
+        stopped_in = stop_took(out, "SIGTERM")
+        assert stopped_in <= interrupt.STOP_BOUND_S, \
+            f"the stop took {stopped_in:.1f}s by the gate's clock ({took:.1f}s here)"
+    assert not g.left_running(GONE_S), "processes the gate started outlived it"
     assert not g.homes(), "the run left marked folders under /tmp"
     for name in ("report.html", "summary.json", "junit.xml"):
         assert (g.report / name).is_file(), name
@@ -154,30 +203,47 @@ def test_sigterm_stops_the_gate_in_order_and_reports(gate):
     assert all(r["outcome"] == "unknown" for r in results.values())
     summary = json.loads((g.report / "summary.json").read_text())
     assert {u["check"] for u in summary["unknown"]} == {"scenario_finished"}
-    assert "interrupted by SIGTERM" in g.output()
 
 
 def test_a_second_signal_stops_at_once(gate):
+    """The second signal comes while the orderly stop is surely under way: its workers are
+    frozen, so it cannot end before it kills them, WORKER_STOP_S after the first signal; and
+    it comes DUPLICATE_S after the gate handled the first (its workers hold the forwarded
+    SIGTERM), not DUPLICATE_S after it was sent."""
     g = gate("--scenario", "guest_hang")
     g.wait_in_flight(2)
+    workers = g.workers()
+    assert len(workers) == 2, workers
+    interrupt.send(workers, signal.SIGSTOP)
+    # Taken, not just sent: a SIGTERM that came first would be handled (a lower number goes
+    # first), not left pending.
+    wait_for(lambda: all(map(stopped, workers)), GONE_S, "the workers to stop on SIGSTOP")
     os.kill(g.proc.pid, signal.SIGTERM)
+    wait_for(lambda: all(pending(w, signal.SIGTERM) for w in workers), interrupt.STOP_BOUND_S,
+             "the gate to forward the SIGTERM to its (frozen) workers")
     hold(interrupt.DUPLICATE_S + 0.05, "a second signal is not the same one delivered twice")
     os.kill(g.proc.pid, signal.SIGTERM)
-    rc, took = g.wait(10)
+    rc, took = g.wait(interrupt.STOP_BOUND_S + 10)
     assert rc == interrupt.EXIT_AT_ONCE, g.output()
-    assert took <= 2.0
-    assert not g.left_running(10.0), "a process outlived a stop at once"
+    # By the second signal's own handler (the bound's would say it passed), and before the
+    # orderly stop could have ended.
+    assert f"stopped at once (SIGTERM); exit {rc}" in g.output(), g.output()
+    assert took < interrupt.WORKER_STOP_S - interrupt.DUPLICATE_S, \
+        f"the stop at once took {took:.1f}s:\n{g.output()}"
+    assert not g.left_running(GONE_S), "a process outlived a stop at once"
 
 
 def test_killed_controller_its_workers_stop_by_themselves(gate):
     g = gate("--scenario", "guest_hang")
     g.wait_in_flight(2)
+    killed = time.monotonic()
     os.kill(g.proc.pid, signal.SIGKILL)
-    g.wait(5)
-    t0 = time.monotonic()
-    assert not g.left_running(interrupt.STOP_BOUND_S), "workers outlived their controller"
-    took = time.monotonic() - t0
-    assert took < interrupt.STOP_BOUND_S
+    g.wait(GONE_S)
+    # Each worker notices within PARENT_POLL_S and stops in order within its own bound, or
+    # its bound stops it at once, leaving its home and no result: the homes and results
+    # below judge that. This wait gives the ends time to happen, counted from the kill.
+    until = killed + interrupt.PARENT_POLL_S + interrupt.STOP_BOUND_S + GONE_S
+    assert not g.left_running(until - time.monotonic()), "workers outlived their controller"
     assert not g.homes(), "the workers left their homes"
     why = unknown_summaries(g.results())
     assert len(why) == 2 and all("is gone" in s for s in why.values()), why
@@ -201,7 +267,7 @@ def test_a_dead_worker_costs_only_its_scenario(gate):
     assert "killed by SIGKILL" in summary
     assert all(r["outcome"] in ("passed", "failed") for n, r in results.items() if n != nodeid)
     assert (g.report / "report.html").is_file()
-    assert not g.left_running(2.0) and not g.homes()
+    assert not g.left_running(GONE_S) and not g.homes()
 
 
 def test_sigkill_of_gate_and_workers_leaves_what_the_sweep_removes(gate):
@@ -210,9 +276,9 @@ def test_sigkill_of_gate_and_workers_leaves_what_the_sweep_removes(gate):
     workers = g.workers()
     assert workers
     interrupt.send([Proc(g.proc.pid, g.owner.create_time, "gate"), *workers], signal.SIGKILL)
-    g.wait(5)
+    g.wait(GONE_S)
     # Hosts lose their stdin and leave; their boxes' VMs die with their bwrap.
-    assert not g.left_running(10.0)
+    assert not g.left_running(GONE_S)
     assert set(homes) <= set(g.homes()), "the homes of the killed run should still be here"
     env, cli = g.env, [sys.executable, "-m", "harness.cli", "sweep"]
     dry = subprocess.run([*cli, "--dry-run"], capture_output=True, text=True, cwd=PROJECT,

@@ -104,9 +104,14 @@ def _handle(signum: int, _frame: Any) -> None:
         return
     if STOP.t is None:
         STOP.signal, STOP.t = name, now
-        h.wake.set()
-        if h.on_first is not None:
-            h.on_first(name)            # may raise into the main thread
+        try:
+            if h.on_first is not None:
+                h.on_first(name)        # may raise into the main thread
+        finally:
+            # The helper wakes only once on_first has looked: a job's helper ends the runs
+            # whose presence on_first checks, and woken first it could end them before the
+            # check, which then unwound a job with a run that had stopped in order.
+            h.wake.set()
     elif now - STOP.t >= DUPLICATE_S and not STOP.at_once:
         STOP.at_once = True
         h.on_again(name)
@@ -224,7 +229,8 @@ def exit_without_finalizing(code: int) -> None:
 
 
 def on_wake(h: Handlers, fn: Callable[[], None]) -> threading.Thread:
-    """Run `fn` on a daemon thread once the first signal has come to these handlers."""
+    """Run `fn` on a daemon thread once the first signal has come to these handlers (after
+    their `on_first` has run)."""
     def loop() -> None:
         h.wake.wait()
         fn()

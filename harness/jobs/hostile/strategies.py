@@ -240,13 +240,17 @@ def _volumes() -> dict[str, st.SearchStrategy[HostileCase]]:
                                          "tag=BoxLiteShared", "ü", "…", "'\"$`"]),
                         SEGMENT).map(lambda s: f"@ws/dir/{s}")
 
+    # A leading "@" is a placeholder's (`@ws/dir/x` would be materialized into an absolute
+    # folder): a relative host path never starts with one.
+    relative = st.lists(SEGMENT, min_size=1, max_size=3).map("/".join).map(
+        lambda p: "_" + p[1:] if p.startswith("@") else p)
+
     def vol(kind: str, volumes: st.SearchStrategy[list]) -> st.SearchStrategy[HostileCase]:
         return volumes.map(lambda v: HostileCase(f, kind, {"volumes": v}))
     return {
         "volume.missing_host": vol("volume.missing_host", st.tuples(SEGMENT, guest, ro).map(
             lambda t: [[f"@ws/missing/{t[0]}", t[1], t[2]]])),
-        "volume.relative_host": vol("volume.relative_host", st.tuples(
-            st.lists(SEGMENT, min_size=1, max_size=3).map("/".join), guest).map(
+        "volume.relative_host": vol("volume.relative_host", st.tuples(relative, guest).map(
             lambda t: [[t[0], t[1]]])),
         "volume.relative_guest": vol("volume.relative_guest", st.lists(
             SEGMENT, min_size=1, max_size=3).map(lambda s: [["@ws/dir/data", "/".join(s)]])),
