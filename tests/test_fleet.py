@@ -292,3 +292,10 @@ def test_gate_over_hosts_bad_input_is_one_line(tmp_path: Path, args: list[str],
 def test_gate_shard_is_checked_by_argparse(tmp_path: Path) -> None:
     proc = run_gate(tmp_path, "--shard", "4/3")
     assert proc.returncode == 2 and "is not a shard" in proc.stderr
+
+
+def test_a_checkout_under_a_covered_folder_is_carried_into_the_host(tmp_path):
+    """A checkout in /tmp (a CI clone) stays readable inside the host's private /tmp."""
+    from harness.jobs.fleet.loopback import carried
+    assert str(tmp_path.resolve()) in carried(tmp_path)
+    assert "/srv/checkout" not in carried(Path("/srv/checkout"))

@@ -60,11 +60,16 @@ exec "$sshd" -D -e -f /etc/ssh/sshd_config
 COVERED = (Path("/tmp"), Path("/root"))
 
 
-def carried() -> list[str]:
+def carried(project: Path = PROJECT) -> list[str]:
     """What a host must still read under its private /tmp and home: the interpreter this
-    checkout's virtualenv is made from (pyenv's lives in ~/.pyenv)."""
-    base = Path(os.path.realpath(sys.base_prefix))
-    return [str(base)] if any(base.is_relative_to(c) for c in COVERED) else []
+    checkout's virtualenv is made from (pyenv's lives in ~/.pyenv), and the checkout itself
+    when it lives there (a CI clone in /tmp: without it the host's mount of the checkout
+    failed with 'mount point does not exist')."""
+    out: list[str] = []
+    for path in (Path(os.path.realpath(sys.base_prefix)), Path(os.path.realpath(project))):
+        if any(path.is_relative_to(c) for c in COVERED) and str(path) not in out:
+            out.append(str(path))
+    return out
 
 SSHD_CONFIG = """\
 Port {port}
