@@ -20,8 +20,8 @@ PY = "/srv/bxc/.venv/bin/python"
 # -- hosts ------------------------------------------------------------------------------------
 
 def test_parse_tx_takes_counts_and_requires_a_remote_checkout() -> None:
-    h = hosts.parse_tx(f"3*ssh=-p 2222 ci@10.0.0.5//python={PY}//chdir=/srv/bxc")
-    assert (h.name, h.workers, h.remote) == ("ci@10.0.0.5", 3, True)
+    h = hosts.parse_tx(f"3*ssh=-p 2222 ci@gate-runner.example//python={PY}//chdir=/srv/bxc")
+    assert (h.name, h.workers, h.remote) == ("ci@gate-runner.example", 3, True)
     assert h.tx().startswith("3*ssh=")
     assert not hosts.parse_tx("popen").remote
     with pytest.raises(UsageError, match="//python= and //chdir="):
@@ -47,7 +47,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_hosts_file_turns_into_specs(tmp_path: Path) -> None:
     path = write(tmp_path, f'python = "{PY}"\nchdir = "/srv/bxc"\nworkers = 2\n\n'
-                 '[[host]]\nname = "kvm-a"\nssh = "ci@10.0.0.5"\nport = 2201\n'
+                 '[[host]]\nname = "kvm-a"\nssh = "ci@gate-runner.example"\nport = 2201\n'
                  'identity = "/k/id"\nknown_hosts = "/k/kh"\n\n'
                  '[[host]]\nssh = "kvm-b"\nworkers = 1\nssh_config = "/k/cfg"\n')
     a, b = hosts.load_hosts_file(path)

@@ -11,7 +11,7 @@ the hosts are prepared (harness.jobs.fleet.prepare). Hosts file:
 
     [[host]]
     name = "kvm-a"                  # how the report names it (default: its ssh destination)
-    ssh = "ci@10.0.0.5"             # destination, or an alias of an ssh_config
+    ssh = "ci@gate-runner.example"             # destination, or an alias of an ssh_config
     port = 22                       # optional, like identity, known_hosts, ssh_config
     identity = "/home/ci/.ssh/id_ed25519"
     workers = 4                     # xdist workers on this host
@@ -92,8 +92,8 @@ def parse_tx(text: str) -> Host:
     kinds = [k for k in ("popen", "ssh", "socket", "vagrant_ssh") if getattr(xs, k, None)]
     if len(kinds) != 1:
         raise UsageError(f"--tx {text!r}: expected one of popen, ssh=DEST or socket=HOST:PORT "
-                         "at its start (e.g. 'ssh=ci@10.0.0.5//python=/srv/bxc/.venv/bin/python"
-                         "//chdir=/srv/bxc')")
+                         "at its start (e.g. 'ssh=ci@gate-runner.example"
+                         "//python=/srv/bxc/.venv/bin/python//chdir=/srv/bxc')")
     if kinds != ["popen"]:
         missing = [k for k in ("python", "chdir") if not getattr(xs, k, None)]
         if missing:

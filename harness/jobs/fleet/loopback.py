@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +25,11 @@ import psutil
 
 from harness.common.errors import SetupError
 from harness.common.paths import PROJECT
-from harness.common.wait import WaitTimeout, wait_for
+from harness.common.wait import WaitTimeout, poll_until, wait_for
 
 SSHD = Path("/usr/sbin/sshd")
 START_S = 15.0
+SERVE_S = 12 * 3600.0     # `python -m harness.jobs.fleet.loopback` serves at most this long
 STOP_S = 10.0
 
 # Run as the namespace's pid 1 (through sh): bind the host's own ssh folder over /etc/ssh
@@ -301,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         for h in hosts.hosts:
             print(f"{h.name}: 127.0.0.1:{h.port}, namespace pid 1 = {h.init}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            while all(h.alive() for h in hosts.hosts):
-                time.sleep(1.0)
+            ended = poll_until(lambda: not all(h.alive() for h in hosts.hosts), SERVE_S,
+                               "^C, or one of the hosts to end", interval_s=1.0)
+            print("a host ended; stopping the others" if ended else
+                  f"served {SERVE_S / 3600:.0f} h; stopping the hosts", flush=True)
     return 0
 
 

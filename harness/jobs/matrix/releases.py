@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from harness.common.errors import UsageError
 from harness.runtime.spec import RuntimeSpec
 
 RELEASES: tuple[str, ...] = (
@@ -92,10 +91,3 @@ def covered(specifier: SpecifierSet, ran: Sequence[str]) -> list[str]:
             continue
     return out
 
-
-def check_release(version: str) -> str:
-    """`version` if it is a published release; UsageError naming the releases otherwise."""
-    if version not in RELEASES:
-        raise UsageError(f"boxlite {version} is not a published release; published: "
-                         f"{', '.join(RELEASES)}")
-    return version
