@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from harness.common.errors import HarnessError
+from harness.common.paths import cache_root
 from harness.judge.known import load_table
 from harness.observe.processes import become_subreaper
 from harness.runtime.image import busybox_image
@@ -84,6 +85,18 @@ def pytest_configure(config: pytest.Config) -> None:
             (config.stash[report_key] / name).unlink(missing_ok=True)
         if given:           # a run with a report folder (gate, ./go test), not a quick pytest
             record_run(config)
+            keep_bytecode()
+
+
+def keep_bytecode() -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set, the processes this run starts (xdist workers,
+    hosts) would compile every module from source: 1.6 s of CPU per worker to import and
+    collect, against 0.6 s with compiled modules (measured on 2 cores, 2026-11-30). Their
+    compiled modules go to this project's cache instead, never into a source tree; a
+    PYTHONPYCACHEPREFIX the user set is kept."""
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        del os.environ["PYTHONDONTWRITEBYTECODE"]
+        os.environ["PYTHONPYCACHEPREFIX"] = str(cache_root() / "pycache")
 
 
 RUN_FILE = "run.json"

@@ -1,6 +1,7 @@
 """The gate benchmark's split of a scenario's wall time into runtime time and overhead."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -191,3 +192,21 @@ def test_the_cpu_floor_comes_from_busy_time_on_a_quiet_machine_and_from_scenario
     assert "95% busy before the gate" in busy
     assert "the gate's core-seconds: 120.0 (sum over scenarios, a lower bound" in busy
     assert "(the CPU floor): 60.0s" in busy
+
+
+def test_a_run_keeps_its_processes_bytecode_in_the_cache(monkeypatch, tmp_path):
+    """PYTHONDONTWRITEBYTECODE would make every worker compile the harness from source: a run
+    sends compiled modules to the project's cache instead; a prefix the user set is kept."""
+    from harness.plugin import keep_bytecode
+    monkeypatch.setenv("BOXLITE_CHAOS_CACHE", str(tmp_path))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
+    keep_bytecode()
+    assert "PYTHONDONTWRITEBYTECODE" not in os.environ
+    assert os.environ["PYTHONPYCACHEPREFIX"] == str(tmp_path / "pycache")
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("PYTHONPYCACHEPREFIX", "/elsewhere")
+    keep_bytecode()
+    assert os.environ["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert os.environ["PYTHONPYCACHEPREFIX"] == "/elsewhere"

@@ -304,6 +304,28 @@ def test_footprint_counts_this_runs_folders_only(tmp_path):
     assert n == 2 and 300_000 <= size < 500_000
 
 
+def test_footprint_reads_an_unmarked_folder_again_once_it_changes(tmp_path):
+    """The sampler's memory of unmarked folders: a settled one is skipped while unchanged,
+    a marker written later is seen (it changes the folder's time), a folder too young to
+    have settled is never remembered."""
+    root, run = tmp_path / "tmp", dead_owner()
+    old = root / "krun-empty-root-x"
+    old.mkdir(parents=True)
+    young = root / "bxc-young"
+    young.mkdir()
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    unmarked: dict[str, int] = {}
+    assert footprint(run, under=[root], unmarked=unmarked) == (0, 0)
+    assert list(unmarked) == [str(old)]         # the young one may still get its marker
+    (young / "disk.img").write_bytes(b"x" * 100_000)
+    markers.mark(young, "homes", owner=run, run=run)
+    (old / "disk.img").write_bytes(b"x" * 100_000)
+    markers.mark(old, "homes", owner=run, run=run)
+    size, n = footprint(run, under=[root], unmarked=unmarked)
+    assert n == 2 and size >= 200_000
+
+
 def test_marker_is_json_naming_owner_run_and_kind(tmp_path):
     path = tmp_path / "f"
     path.mkdir()

@@ -21,10 +21,12 @@ INSTANT_COLOUR = "#d35400"
 DPI = 90
 
 
-def to_data_uri(fig: Figure) -> str:
+def to_data_uri(fig: Figure, tight: bool = True) -> str:
+    """The figure as an inline PNG. `tight` crops it to what is drawn, which draws it twice;
+    a figure with fixed margins (the timelines) saves that second draw."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight" if tight else None)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -45,16 +47,21 @@ def timeline_png(tl: Timeline, samples: Sequence[dict[str, Any]] | None = None) 
     ops_ax, proc_ax = fig.subplots(2, 1, sharex=True,
                                    gridspec_kw={"height_ratios": [0.6 + 0.45 * len(hosts), 1.6]})
     min_w = span * 0.004        # operations of a few ms still show as a tick
+    bars: dict[tuple[int, str], list[tuple[float, float]]] = {}
     for op in tl.operations:
         y = hosts.index(op.host)
         end = op.end if op.end is not None else tl.host_exits.get(op.host, tl.end)
         width = max(end - op.start, min_w)
-        ops_ax.broken_barh([(op.start, width)], (y - 0.35, 0.7),
-                           facecolors=OUTCOME_COLOURS[op.outcome], edgecolor="white",
-                           linewidth=0.5, hatch="//" if op.outcome == "pending" else None)
+        bars.setdefault((y, op.outcome), []).append((op.start, width))
         if width > span * 0.06:
             ops_ax.text(op.start + width / 2, y, op.op, ha="center", va="center",
                         fontsize=8, color="white", clip_on=True)
+    # One collection per host and outcome: an artist per operation made drawing the
+    # report's 81 timelines cost ~16 s of CPU.
+    for (y, outcome), spans in bars.items():
+        ops_ax.broken_barh(spans, (y - 0.35, 0.7), facecolors=OUTCOME_COLOURS[outcome],
+                           edgecolor="white", linewidth=0.5,
+                           hatch="//" if outcome == "pending" else None)
     for host, t in tl.host_exits.items():
         if host in hosts:
             ops_ax.plot([t], [hosts.index(host)], marker="|", markersize=14, color="#333")
@@ -100,7 +107,10 @@ def timeline_png(tl: Timeline, samples: Sequence[dict[str, Any]] | None = None) 
     proc_ax.set_ylim(bottom=0)
     proc_ax.grid(alpha=0.3)
     proc_ax.set_xlabel("seconds since the history opened", fontsize=9)
-    return to_data_uri(fig)
+    # Fixed margins: room for the hosts' short names on the left and the legends on the
+    # right. Cropping to the drawing (bbox_inches="tight") drew every timeline twice.
+    fig.subplots_adjust(left=0.06, right=0.87, top=0.93, bottom=0.12, hspace=0.08)
+    return to_data_uri(fig, tight=False)
 
 
 def trend_pngs(rows: Sequence[dict[str, Any]], x_keys: Sequence[str] = ("t", "step", "iteration")
