@@ -22,7 +22,7 @@ from harness.common.errors import HarnessError, HistoryError
 from harness.judge.checks import UNKNOWN
 from harness.judge.known import FAILING, FIXED, KNOWN, KnownFailure, load_table
 from harness.observe.history import read_history
-from harness.report.plots import timeline_png, trend_pngs
+from harness.report.plots import draw_timelines, trend_pngs
 from harness.report.timeline import Timeline, build_timeline, last_run
 
 MAX_ARTIFACT_LINKS = 200
@@ -125,15 +125,18 @@ def _read_timeline(view: ScenarioView, workdir: Path) -> Timeline | None:
         return None
 
 
-def _draw(view: ScenarioView, workdir: Path, tl: Timeline | None) -> None:
-    if tl is None:
-        return
-    try:
-        view.timeline = timeline_png(tl, _read_samples(workdir))
-    except Exception as exc:  # noqa: BLE001 - one undrawable timeline must not cost the report
-        view.timeline_error = f"the timeline could not be drawn: {exc!r}"
-    view.faults = [f"{f.name} at {f.start:.2f}s" + (f", healed at {f.end:.2f}s"
-                   if f.end is not None and not f.instant else "") for f in tl.faults]
+def _draw_all(jobs: list[tuple[ScenarioView, Path, Timeline | None]]) -> None:
+    """Each view's timeline picture and its faults' lines; one that cannot be drawn says why
+    in its view and costs nothing else."""
+    todo = [(view, workdir, tl) for view, workdir, tl in jobs if tl is not None]
+    pngs = draw_timelines([(tl, _read_samples(workdir)) for _, workdir, tl in todo])
+    for (view, _, tl), (png, error) in zip(todo, pngs, strict=True):
+        if png is not None:
+            view.timeline = png
+        else:
+            view.timeline_error = f"the timeline could not be drawn: {error}"
+        view.faults = [f"{f.name} at {f.start:.2f}s" + (f", healed at {f.end:.2f}s"
+                       if f.end is not None and not f.instant else "") for f in tl.faults]
 
 
 def _link_files(run: Path, view: ScenarioView, workdir: Path) -> None:
@@ -151,14 +154,14 @@ def _link_files(run: Path, view: ScenarioView, workdir: Path) -> None:
 def scenario_views(run: Path, results: list[dict[str, Any]]) -> list[ScenarioView]:
     """One view per result, plus one per scenario folder whose harness died before its
     result (its history has no outcome); folders left by an earlier run are not this run's."""
-    views, seen = [], set()
+    views, seen, jobs = [], set(), []
     for r in sorted(results, key=lambda r: (r["nodeid"], r["runtime"])):
         view = ScenarioView(r["nodeid"], r["runtime"], r["outcome"], r.get("duration_s"),
                             r.get("judgements", []), _anchor(r["nodeid"], r["runtime"]))
         workdir = _workdir(run, r.get("workdir"))
         if workdir is not None and workdir.is_dir():
             seen.add(workdir.resolve())
-            _draw(view, workdir, _read_timeline(view, workdir))
+            jobs.append((view, workdir, _read_timeline(view, workdir)))
             _link_files(run, view, workdir)
         else:
             view.timeline_error = f"the scenario folder {r.get('workdir')} is missing"
@@ -171,7 +174,7 @@ def scenario_views(run: Path, results: list[dict[str, Any]]) -> list[ScenarioVie
         tl = _read_timeline(view, workdir)
         if tl is not None and tl.complete:
             continue
-        _draw(view, workdir, tl)
+        jobs.append((view, workdir, tl))
         if tl is not None:
             view.nodeid = tl.meta.get("scenario", workdir.name)
             view.runtime = tl.meta.get("runtime", "?")
@@ -180,6 +183,7 @@ def scenario_views(run: Path, results: list[dict[str, Any]]) -> list[ScenarioVie
                                for e in tl.verdicts]
         _link_files(run, view, workdir)
         views.append(view)
+    _draw_all(jobs)
     return views
 
 
