@@ -322,3 +322,23 @@ def test_the_run_s_seed_and_machine_facts_head_the_report(run):
     assert summary["run"]["machine"]["kernel"] == facts["machine"]["kernel"]
     (run / "run.json").write_text("{torn")
     assert "run.json could not be read" in build.build_report(run).read_text()
+
+
+def test_many_timelines_are_drawn_over_processes_each_in_its_place(monkeypatch):
+    """The report's last serial step spread over one process per core: every picture comes
+    back in its job's place, and one that cannot be drawn says why without costing others."""
+    from harness.report import plots
+    events = [{"t": 0.0, "kind": "meta", "event": "open"}] + [
+        {"t": t, "kind": kind, **fields} for t, kind, fields in history_events("b")]
+    good = build_timeline(events)
+    bad = build_timeline(events)
+    bad.end = "never"       # timeline_png cannot draw this one
+    monkeypatch.setattr(plots.os, "cpu_count", lambda: 2)
+    jobs = [(good, None)] * plots.PER_PROCESS + [(bad, None)] + [(good, None)] * 7
+    out = plots.draw_timelines(jobs)
+    assert len(out) == len(jobs)
+    assert all(png and png.startswith("data:image/png") and err is None
+               for png, err in out[:plots.PER_PROCESS] + out[plots.PER_PROCESS + 1:])
+    assert out[plots.PER_PROCESS][0] is None and "TypeError" in out[plots.PER_PROCESS][1]
+    # Drawn in this process, the same pictures.
+    assert plots.draw_timelines(jobs[:2]) == out[:2]
