@@ -144,10 +144,17 @@ class FreezeBox(Fault):
                 p.send_signal(signal.SIGSTOP)
 
     def _heal(self) -> None:
+        """SIGCONT each process still there. One that ends between the check and the signal
+        (its host was killed meanwhile, say) has nothing left to thaw, and the rest are still
+        thawed: that race once made a heal fail and left two processes stopped."""
         for proc in reversed(self.tree):
             p = proc.same()
-            if p is not None:
+            if p is None:
+                continue
+            try:
                 p.send_signal(signal.SIGCONT)
+            except psutil.NoSuchProcess:
+                continue
 
 
 @dataclass
