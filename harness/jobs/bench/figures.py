@@ -8,6 +8,7 @@ are a few hundred, and the harness keeps its dependencies to what it runs on.
 
 from __future__ import annotations
 
+import heapq
 import json
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,37 @@ def cpu_lines(label: str, run: dict[str, Any], cores: int, longest_s: float,
 LOADED_BEFORE = 0.25
 # The issue's target for the whole gate on a 2-core machine.
 CORE_S_TARGET = 200.0
+
+
+def makespan(walls: list[float], workers: int) -> float:
+    """Seconds a schedule takes when `workers` take the units (`walls`, seconds each, as
+    measured alone) longest first, each the next free worker: the scheduler's own order
+    (harness.session.schedule). An estimate for a machine whose CPU does not bind, such as a
+    larger one: its floor is the longest unit. Raises ValueError for fewer than 1 worker."""
+    if workers < 1:
+        raise ValueError(f"{workers} workers cannot take a unit")
+    free = [0.0] * workers
+    for wall in sorted(walls, reverse=True):
+        heapq.heappush(free, heapq.heappop(free) + wall)
+    return max(free)
+
+
+def schedule_lines(rows: list[dict[str, Any]], worker_counts: tuple[int, ...] = (8, 16, 20, 24)
+                   ) -> list[str]:
+    """What the serial run's units (Docker's reference scenarios aside) would take on a
+    larger machine: the longest-first makespan per number of workers, and the cores their
+    CPU needs to keep up. Estimates, not measurements: a unit alone is its fastest."""
+    units = [r for r in rows if not is_docker(r["nodeid"])]
+    if not units:
+        return []
+    walls = [r["wall_s"] for r in units]
+    core_s = sum(r["core_s"] for r in units)
+    spans = ", ".join(f"{n} -> {makespan(walls, n):.1f}s" for n in worker_counts)
+    return [f"schedule estimate, Docker aside ({len(units)} units, longest {max(walls):.1f}s, "
+            f"{core_s:.1f} core-s): workers {spans}; at the longest unit's pace that CPU "
+            f"keeps {core_s / max(walls):.1f} cores busy"]
+
+
+def is_docker(nodeid: str) -> bool:
+    """A Docker reference scenario (the conformance pattern against Docker)."""
+    return "[docker" in nodeid

@@ -36,6 +36,7 @@ from harness.jobs.bench.figures import (
     cpu_table,
     longest_unit,
     scenario_figures,
+    schedule_lines,
 )
 from harness.runtime.image import busybox_image
 from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime
@@ -162,6 +163,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"in the parallel run: longest {plong['wall_s']:.1f}s ({plong['scenario']}); "
               f"overhead median {statistics.median(pover):.2f}s, max {max(pover):.2f}s "
               f"(harness code waiting for a CPU counts as overhead)")
+    for line in schedule_lines(cpu.get("serial", [])):
+        print(line)
     worst = sorted(ref, key=lambda r: -r["overhead_s"])[:5]
     for r in worst:
         print(f"  {r['overhead_s']:6.2f}s overhead  {r['wall_s']:6.1f}s wall  {r['scenario']}")
