@@ -13,7 +13,7 @@ from harness.common.wait import hold
 from harness.faults.shim import freeze_box, wait_for_shim
 from harness.judge import checks
 from harness.observe.logs import runtime_log, timeout_evidence
-from harness.scenario.shutdown import spin_options
+from harness.scenario.shutdown import light_box_options
 from harness.scenario.steps import (
     ENDINGS,
     create_box,
@@ -40,10 +40,10 @@ def test_guest_hang_at_boot_fails_the_box_with_a_timeout(chaos, ending):
     judge_failed_record(chaos, host, box, "timeout", ending)
 
 
-def test_guest_hang_thawed_before_timeout_never_sticks(chaos, doctor_boots):
+def test_guest_hang_thawed_before_timeout_never_sticks(chaos):
     host = chaos.host()
     # Here the thawed VM goes on until it fails on its own: a light one does that sooner.
-    box = create_box(chaos, host, name="hang-thaw", **spin_options(doctor_boots))
+    box = create_box(chaos, host, name="hang-thaw", **light_box_options())
 
     fut = host.send("start", box_id=box)
     freeze = chaos.inject(freeze_box(host.home, box, wait_for_shim(host.home, box)))

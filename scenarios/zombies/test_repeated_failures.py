@@ -18,27 +18,27 @@ from harness.faults.shim import box_tree
 from harness.judge import checks
 from harness.observe import ledger
 from harness.runtime.host import RuntimeOpError
-from harness.scenario.shutdown import failed_box_options
+from harness.scenario.shutdown import light_box_options
 from harness.scenario.steps import create_box, end_judged_vm, start_with_fault
 
 pytestmark = pytest.mark.tier("init")
 
 # 25 failures: kind -> count. The slow kinds run overlapped from the start: hangs (the 30 s
-# guest-connect timeout), boot failures (~9 s, light boxes), and force-removes. remove(force=True) during
-# a start stops nothing (a known runtime bug, judged in scenarios/soak and inputs): the
-# start would answer only when the VM fails on its own, so once the remove has answered the
-# harness kills the shim it recorded (the runtime then fails the start as for a VM that
-# died), instead of 7 VMs spinning a core each for ~17 s; the 4 boot failures are the VMs
-# that fail on their own, light ones (harness.scenario.shutdown.LIGHT_MEMORY_MIB). The shim kills run one after another meanwhile, each followed by a
-# reading of the host's descriptors and threads for the slope.
+# guest-connect timeout), boot failures (~9 s of CPU: light boxes, LIGHT_MEMORY_MIB), and
+# force-removes. remove(force=True) during a start stops nothing (a known runtime bug, judged
+# in scenarios/soak and inputs): the start would answer only when the VM fails on its own, so
+# once the remove has answered the harness kills the shim it recorded (the runtime then fails
+# the start as for a VM that died), instead of 7 VMs spinning a core each for ~17 s; the 4
+# boot failures are the VMs that fail on their own. The shim kills run one after another
+# meanwhile, each followed by a reading of the host's descriptors and threads for the slope.
 MIX = {"kill": 10, "force_remove": 7, "freeze": 4, "boot": 4}
 SLOW = ("freeze", "boot", "force_remove")
 OWNER_CHILD_EXIT = 7
 
 
-def _one_failure(chaos, host, kind, i, guests_boot):
+def _one_failure(chaos, host, kind, i):
     # A boot failure's VM spins until it fails on its own: a light one does that sooner.
-    options = failed_box_options(guests_boot) if kind == "boot" else {}
+    options = light_box_options() if kind == "boot" else {}
     box = create_box(chaos, host, name=f"{kind}-{i}", **options)
     if kind == "force_remove":
         fut = host.send("start", box_id=box)
@@ -84,7 +84,7 @@ def _scope(chaos, host, boxes=()):
     return ledger.Scope(os.getpid(), (host.home,), (host.pid,), tuple(boxes))
 
 
-def test_25_init_failures_leave_nothing_growing(chaos, doctor_boots):
+def test_25_init_failures_leave_nothing_growing(chaos):
     host = chaos.host()
     before = ledger.take(_scope(chaos, host))
     fds, threads, boxes = [], [], []
@@ -92,10 +92,9 @@ def test_25_init_failures_leave_nothing_growing(chaos, doctor_boots):
     slow = [k for k in kinds if k in SLOW]
     fast = [k for k in kinds if k not in SLOW]
     with ThreadPoolExecutor(max_workers=len(slow)) as pool:
-        pending = [pool.submit(_one_failure, chaos, host, k, f"s{i}", doctor_boots)
-                   for i, k in enumerate(slow)]
+        pending = [pool.submit(_one_failure, chaos, host, k, f"s{i}") for i, k in enumerate(slow)]
         for i, kind in enumerate(fast):
-            boxes.append(_one_failure(chaos, host, kind, f"f{i}", doctor_boots))
+            boxes.append(_one_failure(chaos, host, kind, f"f{i}"))
             snap = ledger.take(_scope(chaos, host), [p for p in ledger.PROBES
                                                       if p.name in ("host_fds", "host_threads")])
             fds.append((len(fds), snap["host_fds"]))
