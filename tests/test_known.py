@@ -264,3 +264,19 @@ def test_an_entry_can_leave_out_checks_its_pattern_covers(tmp_path):
                                        'versions = "==1.0.0"\nexcluding = "x"'))
     with pytest.raises(SetupError, match="malformed"):
         load_table(path)
+
+
+def test_a_lost_shutdown_log_is_known_and_a_missing_shutdown_is_not():
+    """The shutdown-log race has its own check id: the table names it, and only it, so a
+    runtime whose log says something but not its shutdown is still red."""
+    from harness.judge import checks
+    table = load_table()
+    node = ("scenarios/shutdown/test_sigterm_shutdown.py::"
+            "test_host_stops_with_boxes_in_every_state[sdk_default-n1]")
+    lost = judge(checks.runtime_shutdown_ran("", 0), "0.10.8", node, table)
+    assert lost.outcome == KNOWN and lost.known.id == "shutdown-log-lost-at-exit"
+    missing = judge(checks.runtime_shutdown_ran("INFO something else\n", 0), "0.10.8", node,
+                    table)
+    assert missing.outcome == FAIL
+    killed = judge(checks.runtime_shutdown_ran("", -15), "0.10.8", node, table)
+    assert killed.outcome == FAIL

@@ -95,6 +95,16 @@ def test_runtime_shutdown_ran():
     assert checks.runtime_shutdown_ran("nothing here", -15).status == VIOLATED
     assert checks.runtime_shutdown_ran(ok, -15).status == VIOLATED
     assert checks.runtime_shutdown_ran(None, 0).status == UNKNOWN
+    # Lines after the signal, none of them a shutdown: a runtime that did not shut down.
+    other = checks.runtime_shutdown_ran("... INFO boxlite::runtime: something else\n", 0)
+    assert (other.check, other.status) == ("runtime_shutdown_ran", VIOLATED)
+    # Nothing at all after the signal and exit 0: the lines were lost at exit, under its own
+    # id (a non-strict known failure names it); with another exit it is the check itself,
+    # as on the rip-out side (sigterm=none: killed by the signal, nothing logged).
+    lost = checks.runtime_shutdown_ran("", 0)
+    assert (lost.check, lost.status) == ("runtime_shutdown_ran[log_lost]", VIOLATED)
+    killed = checks.runtime_shutdown_ran("", -15)
+    assert (killed.check, killed.status) == ("runtime_shutdown_ran", VIOLATED)
 
 
 VIOLATING: dict[str, Callable[[], Verdict]] = {
