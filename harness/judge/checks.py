@@ -397,8 +397,8 @@ def runtime_shutdown_ran(log_after_signal: str | None, exit_code: int | None) ->
         if exit_code == 0 and not log_after_signal.strip():
             # Its own id, so that the known failure for it names nothing else: the runtime
             # exits before its non-blocking log writer has written the lines of its
-            # shutdown (the closing line is lost in about half of all reads, on every
-            # release; all of them once in 358).
+            # shutdown (the closing line is lost in 196 of 339 reads, on every release;
+            # all of them in 2).
             return Verdict("runtime_shutdown_ran[log_lost]", VIOLATED, ev,
                            "exit 0 after SIGTERM, but the runtime's log holds nothing after "
                            "the signal: its writer lost the lines at exit, so whether its "
