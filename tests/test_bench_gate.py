@@ -234,3 +234,20 @@ def test_the_schedule_estimate_leaves_the_docker_reference_aside():
     assert "2 units, longest 30.0s, 20.0 core-s" in line
     assert "1 -> 40.0s, 2 -> 30.0s" in line
     assert schedule_lines([rows[2]]) == []
+
+
+def test_the_bytecode_cache_forgets_folders_that_are_gone(tmp_path):
+    """Each CI clone in a new folder adds its compiled modules under the prefix; those of
+    clones that are gone go, those of folders still there stay."""
+    from harness.plugin import prune_pycache
+    prefix = tmp_path / "pycache"
+    kept_src = tmp_path / "src" / "pkg"
+    kept_src.mkdir(parents=True)
+    kept = prefix / kept_src.relative_to("/")       # the prefix mirrors source folders
+    gone = prefix / (tmp_path / "clone-gone" / "pkg").relative_to("/")
+    for d in (kept, gone):
+        d.mkdir(parents=True)
+        (d / "m.cpython-311.pyc").write_bytes(b"x")
+    removed = prune_pycache(prefix)
+    assert removed == [prefix / (tmp_path / "clone-gone").relative_to("/")]
+    assert not gone.exists() and (kept / "m.cpython-311.pyc").is_file()
