@@ -121,7 +121,8 @@ def prune_pycache(prefix: Path) -> list[Path]:
                 stack.append(Path(e.path))
             else:
                 shutil.rmtree(e.path, ignore_errors=True)
-                removed.append(Path(e.path))
+                if not os.path.lexists(e.path):
+                    removed.append(Path(e.path))
     return removed
 
 

@@ -201,27 +201,33 @@ def owner_of(data: dict[str, Any], key: str) -> Owner | None:
         return None
 
 
-def marked_folders(under: Iterable[Path] | None = None, index: Path | None = None
-                   ) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every folder directly under `under` (default: roots()) with a marker, then every
-    indexed folder whose marker is still there and names it."""
-    seen: set[Path] = set()
-    for root in roots() if under is None else under:
+def folders_under(under: Iterable[Path]) -> Iterator[os.DirEntry[str]]:
+    """Every folder directly under each of `under` (links not followed); a root or entry
+    that cannot be read is skipped."""
+    for root in under:
         try:
             entries = list(os.scandir(root))
         except OSError:
             continue
         for e in entries:
             try:
-                if not e.is_dir(follow_symlinks=False):
-                    continue
+                if e.is_dir(follow_symlinks=False):
+                    yield e
             except OSError:
                 continue
-            path = Path(e.path)
-            data = read_marker(path)
-            if data is not None:
-                seen.add(path)
-                yield path, data
+
+
+def marked_folders(under: Iterable[Path] | None = None, index: Path | None = None
+                   ) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every folder directly under `under` (default: roots()) with a marker, then every
+    indexed folder whose marker is still there and names it."""
+    seen: set[Path] = set()
+    for e in folders_under(roots() if under is None else under):
+        path = Path(e.path)
+        data = read_marker(path)
+        if data is not None:
+            seen.add(path)
+            yield path, data
     index = index_dir() if index is None else index
     try:
         entries = sorted(index.glob("*.json"))
