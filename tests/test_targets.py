@@ -19,13 +19,15 @@ from pathlib import Path
 import pytest
 
 from harness.common.errors import SpecError
+from harness.common.procs import alive
 from harness.faults.shim import Proc
 from harness.jobs.conformance import matrix as conformance
 from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
+from harness.leftovers.mounts import mounts_under, unmount_under
 from harness.observe.processes import ProcRecord
 from harness.runtime.spec import DEFAULT_SPEC
 from harness.targets import pattern
-from harness.targets.base import RecordView, TargetUnavailable, alive, mounts_under, unmount_under
+from harness.targets.base import RecordView, TargetUnavailable
 from harness.targets.docker import DockerTarget
 from harness.targets.dockerd import (
     LONGEST_SOCKET,

@@ -16,22 +16,9 @@ from pathlib import Path
 
 import psutil
 
+from harness.common.procs import Proc
 from harness.common.wait import wait_for
 from harness.faults.base import Fault
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    create_time: float
-    name: str
-
-    def same(self) -> psutil.Process | None:
-        try:
-            p = psutil.Process(self.pid)
-            return p if p.create_time() == self.create_time else None
-        except psutil.Error:
-            return None
 
 
 def _is_shim(p: psutil.Process, box_id: str) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from harness.common.procs import Proc, kill_all
 from harness.leftovers.footprint import disk_usage, mib
 from harness.leftovers.markers import (
     Owner,
@@ -41,6 +42,7 @@ from harness.leftovers.markers import (
 
 # `boxlite-chaos` claims its run through this module (sweep.claim_run) before sweeping.
 from harness.leftovers.markers import claim_run as claim_run
+from harness.leftovers.mounts import mounts_under, unmount_under
 from harness.leftovers.processes import (
     ProcInfo,
     cgroup_pids,
@@ -182,8 +184,6 @@ def plan(*, under: Iterable[Path] | None = None, index: Path | None = None,
 def _kill(procs: list[ProcInfo]) -> list[dict[str, Any]]:
     """SIGCONT then SIGKILL each (pid and start time checked right before) and wait for them
     to end. Not reaped here: a sweeping subreaper reaps its adopted orphans itself."""
-    from harness.faults.shim import Proc
-    from harness.targets.base import kill_all
     return kill_all([Proc(p.pid, p.create_time, p.name) for p in procs], wait_s=KILL_WAIT_S)
 
 
@@ -228,7 +228,6 @@ def _keep_evidence(left: Leftover) -> None:
 def execute(left: Leftover, dry_run: bool = False) -> Leftover:
     """Kill ours, unmount, rmdir cgroups, copy a scenario's evidence, remove what the marker
     says; keep the folder while a stranger uses it or a mount stays."""
-    from harness.targets.base import mounts_under, unmount_under
     targets = [left.path if rel == "." else left.path / rel
                for rel in left.marker.get("remove", ["."])]
     targets = [t for t in targets if t == left.path or left.path in t.parents]

@@ -9,13 +9,10 @@ faults, and names its processes: the daemon's family, and each instance's helper
 from __future__ import annotations
 
 import abc
-import ctypes
 import itertools
 import os
-import re
 import shutil
 import signal
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
@@ -25,16 +22,15 @@ from typing import Any
 import psutil
 
 from harness.common.errors import HarnessError
-from harness.common.wait import WaitTimeout, poll_until, wait_for
+from harness.common.procs import Proc, alive
+from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.base import Fault, FaultSet
-from harness.faults.shim import Proc
 
 # The pattern's bound for a daemon told to stop (upstream's runner: a 60 s stop timeout).
 STOP_BOUND_S = 60.0
 # How long a failed instance's helpers may take to go: the BoxLite shim's parent watchdog
 # (about 8 s), and dockerd's cleanup of a container whose shim died.
 HELPERS_GONE_S = 10.0
-MNT_DETACH = 2
 # sun_path holds 108 bytes with its NUL; containerd refuses anything over 104.
 SUN_PATH_MAX = 107
 
@@ -92,15 +88,6 @@ def describe(procs: Iterable[Proc], kinds: Callable[[Proc], str] | None = None) 
              **({"kind": kinds(p)} if kinds else {})} for p in procs]
 
 
-def alive(proc: Proc) -> bool:
-    """Still running (a zombie has ended) and still the same process."""
-    p = proc.same()
-    try:
-        return p is not None and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def as_proc(p: psutil.Process) -> Proc | None:
     try:
         return Proc(p.pid, p.create_time(), p.name())
@@ -142,42 +129,6 @@ def scan(match: Callable[[psutil.Process, str], bool]) -> list[Proc]:
     return out
 
 
-def watch_ends(procs: Iterable[Proc], t0: float, timeout_s: float,
-               interval_s: float = 0.05) -> dict[Proc, float | None]:
-    """Poll until every process has ended or `timeout_s` passed; each one's end in seconds
-    after `t0` (monotonic), None for one still running at the end."""
-    ends: dict[Proc, float | None] = {p: None for p in procs}
-
-    def all_ended() -> bool:
-        now = time.monotonic()
-        for p, end in ends.items():
-            if end is None and not alive(p):
-                ends[p] = round(now - t0, 3)
-        return all(e is not None for e in ends.values())
-
-    poll_until(all_ended, timeout_s, f"{len(ends)} process(es) to end", interval_s)
-    return ends
-
-
-def kill_all(procs: Iterable[Proc], wait_s: float = 5.0) -> list[dict[str, Any]]:
-    """SIGCONT then SIGKILL each process that is still the one recorded (pid + start time),
-    and wait (bounded) for them to end."""
-    procs = list(procs)
-    killed = []
-    for proc in procs:
-        p = proc.same()
-        if p is None:
-            continue
-        try:
-            p.send_signal(signal.SIGCONT)       # a frozen process must be able to die
-            p.kill()
-            killed.append({"pid": proc.pid, "name": proc.name})
-        except psutil.Error:
-            continue
-    watch_ends(procs, time.monotonic(), wait_s, interval_s=0.02)
-    return killed
-
-
 def short_root(preferred: Path, longest: str, limit: int = SUN_PATH_MAX,
                prefix: str = "chaos") -> Path:
     """`preferred` (created) when `preferred/longest` fits in `limit` bytes (the longest
@@ -190,49 +141,6 @@ def short_root(preferred: Path, longest: str, limit: int = SUN_PATH_MAX,
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     return root
-
-
-# -- mounts a daemon leaves -------------------------------------------------------------------
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mounts_under(root: Path, mountinfo: str | None = None) -> list[str]:
-    """Mount points at or under `root`, deepest last (as /proc/self/mountinfo lists them)."""
-    if mountinfo is None:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-    base = str(root)
-    out = []
-    for line in mountinfo.splitlines():
-        parts = line.split()
-        if len(parts) < 5:
-            continue
-        point = _unescape(parts[4])
-        if point == base or point.startswith(base + "/"):
-            out.append(point)
-    return out
-
-
-def unmount_under(root: Path) -> list[dict[str, Any]]:
-    """Unmount everything at or under `root`: newest first (a mount can hide older ones
-    beneath it), lazily where it is busy, pass after pass until none is left or a pass
-    makes no progress. Lists what was unmounted, and each mount still there at the end."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    done: list[dict[str, Any]] = []
-    for _ in range(16):
-        points = mounts_under(root)
-        progress = False
-        for point in reversed(points):
-            for flags, how in ((0, "umount"), (MNT_DETACH, "detach")):
-                if libc.umount2(point.encode(), flags) == 0:
-                    done.append({"point": point, "how": how, "error": None})
-                    progress = True
-                    break
-        if not points or not progress:
-            break
-    return done + [{"point": p, "how": None, "error": "still mounted"}
-                   for p in mounts_under(root)]
 
 
 class Target(abc.ABC):

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.common.errors import HarnessError, HostError
+from harness.common.procs import alive, kill_all
 from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import Proc, box_tree, freeze_box, kill_shim, wait_for_shim
 from harness.judge.checks import SETTLED
 from harness.leftovers.markers import mark
+from harness.leftovers.mounts import mounts_under
 from harness.observe.history import History
 from harness.observe.processes import classify
 from harness.observe.records import RecordRead, read_host, read_store
@@ -39,11 +41,8 @@ from harness.targets.base import (
     Started,
     Target,
     TargetUnavailable,
-    alive,
     descendants,
     describe,
-    kill_all,
-    mounts_under,
     scan,
     short_root,
 )

@@ -24,10 +24,12 @@ import docker
 import docker.errors
 import psutil
 
+from harness.common.procs import alive, kill_all
 from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import KillShim, Proc
 from harness.leftovers.markers import mark, release
+from harness.leftovers.mounts import mounts_under, unmount_under
 from harness.observe.history import History
 from harness.runtime.image import BUSYBOX, _layer_tar
 from harness.targets.base import (
@@ -37,12 +39,8 @@ from harness.targets.base import (
     Started,
     Target,
     TargetUnavailable,
-    alive,
     describe,
-    kill_all,
-    mounts_under,
     scan,
-    unmount_under,
 )
 from harness.targets.dockerapi import API_ERRORS, OpLog
 from harness.targets.dockerd import (

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.common.procs import watch_ends
 from harness.common.wait import poll_until
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import Proc
@@ -30,7 +31,7 @@ from harness.observe.processes import ProcessLedger, ProcRecord, Sample
 from harness.scenario.context import raise_if_failing
 from harness.scenario.shutdown import runtime_gone_within
 from harness.targets import pattern
-from harness.targets.base import STOP_BOUND_S, Cleanup, Target, cmdline, describe, watch_ends
+from harness.targets.base import STOP_BOUND_S, Cleanup, Target, cmdline, describe
 
 CONFORMANCE_ROWS = "conformance.jsonl"
 # A process that ends within this long of its daemon's exit ended with it (the poll interval
