@@ -16,17 +16,23 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
 from harness.common.errors import HostError
 from harness.common.wait import Deadline
-from harness.observe.history import History
 from harness.runtime.spec import RuntimeEnv
 
 HOST_MAIN = Path(__file__).with_name("host_main.py")
 READY_TIMEOUT_S = 60.0
+
+
+class EventLog(Protocol):
+    """Where a host notes what it sent and what came back: a scenario's history
+    (harness.observe.history.History), which sits a room above this one."""
+
+    def append(self, kind: str, **fields: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ class RuntimeHost:
     home: Path
     flavour: Flavour
     workdir: Path
-    history: History | None = None
+    history: EventLog | None = None
     name: str = "host"
     proc: subprocess.Popen | None = None
     create_time: float | None = None
@@ -253,7 +259,7 @@ class RuntimeHost:
 class HostFactory:
     """Starts runtime hosts and owns them: `close_all` ends every one still running."""
 
-    def __init__(self, env: RuntimeEnv, root: Path, history: History | None = None,
+    def __init__(self, env: RuntimeEnv, root: Path, history: EventLog | None = None,
                  homes_root: Path | None = None) -> None:
         self.env = env
         self.root = root
