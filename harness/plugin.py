@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -34,6 +33,7 @@ from harness.scenario.context import Chaos, ScenarioFailed
 from harness.session import schedule, seeds, stopping
 from harness.session.doctor import DoctorReport, check_kvm, run_doctor
 from harness.session.facts import machine_facts
+from harness.session.runfolder import report_key, slug
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -146,7 +146,6 @@ def record_run(config: pytest.Config) -> None:
         "machine": machine_facts(env.identity() if env else None)}, indent=1) + "\n")
 
 
-report_key = pytest.StashKey[Path]()
 ESTIMATES = "bxc_estimates"
 
 
@@ -242,10 +241,6 @@ def tier_gate(request: pytest.FixtureRequest) -> None:
         pytest.skip(f"{tier} tier: {why}")
 
 
-def _slug(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
-
-
 def flavour_overrides(items: list[str]) -> dict[str, object]:
     import dataclasses
 
@@ -285,7 +280,7 @@ def guest_registry(runtime_env, busybox, report_dir: Path):
 @pytest.fixture
 def chaos(request: pytest.FixtureRequest, runtime_env, busybox, known_failures,
           report_dir: Path, guest_registry):
-    ctx = Chaos(request.node.nodeid, report_dir / "scenarios" / _slug(request.node.nodeid),
+    ctx = Chaos(request.node.nodeid, report_dir / "scenarios" / slug(request.node.nodeid),
                 runtime_env, busybox, known_failures,
                 overrides=flavour_overrides(request.config.getoption("--chaos-override")),
                 registries=(guest_registry.host,) if guest_registry else ())

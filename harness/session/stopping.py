@@ -38,6 +38,7 @@ from harness.leftovers import markers, sweep
 from harness.leftovers.footprint import FootprintSampler
 from harness.scenario.context import keep_whole_lines
 from harness.session import interrupt
+from harness.session.runfolder import report_key, slug
 
 INTERRUPTED_CHECK = "scenario_finished"
 FOOTPRINT = "footprint.json"
@@ -76,13 +77,7 @@ def _dsession(config: pytest.Config) -> Any:
 
 
 def _report(config: pytest.Config) -> Path:
-    from harness.plugin import report_key
     return config.stash[report_key]
-
-
-def _slug(nodeid: str) -> str:
-    from harness.plugin import _slug
-    return _slug(nodeid)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -274,7 +269,7 @@ def unfinished_judgement(summary: str, **evidence: Any) -> dict[str, Any]:
 
 def _write_unfinished(config: pytest.Config, nodeid: str, summary: str) -> None:
     report = _report(config)
-    workdir = report / "scenarios" / _slug(nodeid)
+    workdir = report / "scenarios" / slug(nodeid)
     started = (workdir / "history.jsonl").is_file()
     meta = _history_meta(workdir / "history.jsonl") if started else {}
     append_result(report, {
@@ -334,7 +329,7 @@ def _write_unfinished_lines(config: pytest.Config) -> int:
     for nodeid in _run.collected:
         if nodeid in have or nodeid in _run.finished or not _is_scenario(nodeid):
             continue
-        started = (_report(config) / "scenarios" / _slug(nodeid) / "history.jsonl")
+        started = (_report(config) / "scenarios" / slug(nodeid) / "history.jsonl")
         _write_unfinished(config, nodeid, (
             f"interrupted by {interrupt.STOP.describe()} "
             + ("while it ran; it left no result" if started.is_file()

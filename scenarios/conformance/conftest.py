@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from harness.common.errors import HarnessError
-from harness.plugin import _slug, report_key, world_key
+from harness.plugin import world_key
 from harness.runtime.image import busybox_image
 from harness.runtime.spec import ensure_runtime
+from harness.session.runfolder import report_key, slug
 from harness.targets.base import Target, TargetUnavailable
 from harness.targets.scenario import TargetScenario, append_row
 
@@ -69,7 +70,7 @@ def _make_target(request: pytest.FixtureRequest, kind: str, world: TargetScenari
 def world(request: pytest.FixtureRequest, target_kind: str, report_dir: Path,
           known_failures) -> TargetScenario:
     sc = TargetScenario(request.node.nodeid, report_dir / "scenarios" /
-                        _slug(request.node.nodeid), known_failures, report_dir)
+                        slug(request.node.nodeid), known_failures, report_dir)
     request.node.stash[world_key] = sc
     try:
         try:

@@ -37,6 +37,7 @@ import pytest
 from harness.jobs.fleet import transport
 from harness.jobs.fleet.hosts import HOSTS_FILE, host_name
 from harness.jobs.fleet.shard import parse_shard, shard_of
+from harness.session.runfolder import report_key, slug
 
 FLEET = "bxc_fleet"                 # workerinput key of a remote worker
 SHARD_FILE = "shard.json"
@@ -74,7 +75,6 @@ def _is_worker() -> bool:
 
 
 def _report(config: pytest.Config) -> Path:
-    from harness.plugin import report_key
     return config.stash[report_key]
 
 
@@ -112,8 +112,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     rep = yield
     if _fleet.local is None or rep.when != "teardown":
         return rep
-    from harness.plugin import _slug
-    workdir = _fleet.local / "scenarios" / _slug(item.nodeid)
+    workdir = _fleet.local / "scenarios" / slug(item.nodeid)
     results = transport.results_for(_fleet.local / "results.jsonl", item.nodeid)
     if results or workdir.is_dir():
         setattr(rep, transport.SHIPMENT, transport.pack(workdir, results, _fleet.host))
