@@ -386,8 +386,11 @@ def test_materialize_resolves_every_placeholder(base_layout, tmp_path):
     ports = ws.materialize(strategies.HostileCase("ports", "p", {"ports": [["@bound", 80]]}),
                            base)
     port = ports.options["ports"][0][0]
-    with socket.socket() as probe, pytest.raises(OSError):
-        probe.bind(("0.0.0.0", port))
+    holder = ports.sockets[0].getsockname()
+    assert holder[0] == "127.0.0.1", holder          # nothing of ours listens beyond loopback
+    for address in ("0.0.0.0", "127.0.0.1"):        # a box's forward binds one of these
+        with socket.socket() as probe, pytest.raises(OSError):
+            probe.bind((address, port))
     ports.close()
     with socket.socket() as probe:
         probe.bind(("0.0.0.0", port))

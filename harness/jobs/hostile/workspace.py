@@ -76,8 +76,11 @@ class Workspace:
         return str(path)
 
     def bound(self, res: Resolved) -> int:
+        """A host port held by a listening socket (kept in `res` until it closes). On
+        loopback only: a listener on 127.0.0.1 collides with any bind of the same port,
+        all-interfaces included, and nothing of ours listens beyond loopback."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("0.0.0.0", 0))
+        sock.bind(("127.0.0.1", 0))
         sock.listen()
         res.sockets.append(sock)
         return sock.getsockname()[1]
