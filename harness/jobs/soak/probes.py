@@ -1,25 +1,21 @@
 """What the soak samples: the runtime's processes by box, zombies, disk use, the host's
-memory, descriptors and threads.
+memory, descriptors and threads. Each probe takes what it measures (a pid, a path), never the
+SoakWorld, which draws its samples from them (SoakWorld.sample).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
-from harness.jobs.soak.model import REMOVED, STARTING
 from harness.observe.processes import classify
 
 _BOX_IN_CMD = re.compile(r"/boxes/([A-Za-z0-9_-]+)/")
-
-if TYPE_CHECKING:
-    from harness.jobs.soak.world import SoakWorld
 
 
 def box_processes(root_pid: int, seen: dict[tuple[int, float], str] | None = None
@@ -97,36 +93,3 @@ def host_probe(pid: int) -> dict[str, float]:
 
 def socket_dir(box_id: str) -> Path:
     return Path(f"/tmp/bl-{os.getuid()}/{box_id}")
-
-
-# -- a sample of the world ---------------------------------------------------------------
-
-def sample_world(world: SoakWorld) -> dict[str, Any]:
-    """One sample of the world: the host's probes, the home's disk use, zombies, leftovers."""
-    s: dict[str, Any] = {"t": round(time.monotonic() - world.t0, 2),
-                         "step": len(world.schedule), "cycles": world.cycles}
-    if world.host_up():
-        assert world.host is not None
-        try:
-            s.update(host_gen=world.gen, **host_probe(world.host.pid))
-        except psutil.Error:
-            pass
-    home_kib = disk_kib(world.home, skip=("logs",))
-    held = sum(disk_kib(world.home / "boxes" / b.id) for b in world.live_boxes())
-    s.update(home_mib=round(home_kib / 1024, 2), home_unheld_mib=round(
-                 (home_kib - held) / 1024, 2),
-             log_kib=disk_kib(world.home / "logs"), zombies=zombie_count(os.getpid()),
-             leftover_dirs=len(leftover_dirs(world)),
-             box_procs=sum(len(v) for v in box_processes(
-                 os.getpid(), world._proc_boxes).values()),
-             boxes=len(world.live_boxes()), starting=len(world.in_state(STARTING)))
-    world.samples.append(s)
-    return s
-
-def leftover_dirs(world: SoakWorld) -> list[str]:
-    """Box folders no modelled record owns, and socket folders of boxes judged gone."""
-    held = {b.id for b in world.boxes.values() if b.state != REMOVED}
-    boxes_dir = world.home / "boxes"
-    dirs = [d.name for d in boxes_dir.iterdir() if d.is_dir() and d.name not in held] \
-        if boxes_dir.is_dir() else []
-    return dirs + [f"socket:{i}" for i in sorted(world.dropped) if socket_dir(i).exists()]

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
@@ -43,16 +43,13 @@ from harness.jobs.soak.model import (
     Box,
     Tally,
 )
-from harness.jobs.soak.probes import box_processes, leftover_dirs, sample_world, socket_dir
+from harness.jobs.soak.probes import box_processes, disk_kib, host_probe, socket_dir, zombie_count
 from harness.jobs.soak.trends import trend_verdicts
 from harness.judge import checks
 from harness.observe.records import RecordRead, read_store, store_integrity
 from harness.runtime.host import RUNNER, RuntimeHost, RuntimeOpError
 from harness.scenario.context import WATCHDOG_BOUND_S, Chaos
 from harness.scenario.steps import START_BOUND_S
-
-if TYPE_CHECKING:
-    pass
 
 
 class SoakWorld:
@@ -476,10 +473,35 @@ class SoakWorld:
 
     # -- samples ---------------------------------------------------------------------------
     def sample(self) -> dict[str, Any]:
-        return sample_world(self)
+        """One sample of the world: the host's probes, the home's disk use, zombies,
+        leftovers; appended to `samples` and returned."""
+        s: dict[str, Any] = {"t": round(time.monotonic() - self.t0, 2),
+                             "step": len(self.schedule), "cycles": self.cycles}
+        if self.host_up():
+            assert self.host is not None
+            try:
+                s.update(host_gen=self.gen, **host_probe(self.host.pid))
+            except psutil.Error:
+                pass
+        home_kib = disk_kib(self.home, skip=("logs",))
+        held = sum(disk_kib(self.home / "boxes" / b.id) for b in self.live_boxes())
+        s.update(home_mib=round(home_kib / 1024, 2), home_unheld_mib=round(
+                     (home_kib - held) / 1024, 2),
+                 log_kib=disk_kib(self.home / "logs"), zombies=zombie_count(os.getpid()),
+                 leftover_dirs=len(self.leftover_dirs()),
+                 box_procs=sum(len(v) for v in box_processes(
+                     os.getpid(), self._proc_boxes).values()),
+                 boxes=len(self.live_boxes()), starting=len(self.in_state(STARTING)))
+        self.samples.append(s)
+        return s
 
     def leftover_dirs(self) -> list[str]:
-        return leftover_dirs(self)
+        """Box folders no modelled record owns, and socket folders of boxes judged gone."""
+        held = {b.id for b in self.boxes.values() if b.state != REMOVED}
+        boxes_dir = self.home / "boxes"
+        dirs = [d.name for d in boxes_dir.iterdir() if d.is_dir() and d.name not in held] \
+            if boxes_dir.is_dir() else []
+        return dirs + [f"socket:{i}" for i in sorted(self.dropped) if socket_dir(i).exists()]
 
     def finish(self, trends: bool = True) -> None:
         """Let the starts in flight resolve so their records are judged, then judge trends."""
