@@ -155,11 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   f"gate's committed seed {seeds.GATE_SEED})")
     g.add_argument("--explore", action="store_true",
                    help="draw from a fresh seed (recorded in the report) and write violated "
-                        "generated cases out, ready to pin; for nightly runs")
+                        "generated cases out, ready to pin; for nightly runs (see "
+                        "docs/hostile-inputs.md)")
     g.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run the gate N times against one runtime and report, per scenario "
                         "and check, how often each verdict came; a verdict that changes "
-                        "between runs is a flake")
+                        "between runs is a flake (see docs/repeatable-verdicts.md)")
     from harness.jobs.fleet.shard import parse_shard
     g.add_argument("--tx", action="append", metavar="SPEC",
                    help="run on this host (repeatable): an xdist --tx spec, "
@@ -167,10 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "N workers there; each host prepares its own runtime and homes, and "
                         "the report is written here (-n is not used)")
     g.add_argument("--hosts", metavar="FILE",
-                   help="run on the hosts of this TOML file (see harness/jobs/fleet/hosts.py)")
+                   help="run on the hosts of this TOML file (format: harness/jobs/fleet/hosts.py;"
+                        " see docs/fleet.md)")
     g.add_argument("--shard", type=parse_shard, metavar="K/N",
                    help="run the K-th of N shares of the scenarios (for CI runners; merge "
-                        "the shards' folders with python -m harness.jobs.fleet.merge)")
+                        "the shards' folders with python -m harness.jobs.fleet.merge; see "
+                        "docs/fleet.md)")
     g.set_defaults(fn=cmd_gate)
 
     r = sub.add_parser("report", help="rebuild the HTML report of a run folder")
