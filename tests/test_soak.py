@@ -393,3 +393,33 @@ def test_box_processes_and_zombies_see_only_what_is_below_the_root():
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_soak_too_short_to_fit_a_slope_is_unknown_not_violated():
+    # 16 samples: 6 past the warm-up, the host opening one descriptor once among them. Its
+    # slope (0.26 per step) is above the 0.1 bound, yet one change is no trend.
+    samples = [{"step": i, "host_gen": 1, "host_fds": 20 + (i >= 13)} for i in range(16)]
+    pts, _ = trends.within_segments(samples, "host_fds", "host_gen")
+    assert trends.checks.no_growth("host_fds", pts, 0.1).status == VIOLATED   # slope alone
+    v = by_metric(trends.trend_verdicts(samples))["no_growth[host_fds]"]
+    assert v.status == UNKNOWN, v.summary
+    assert "too short to fit a slope" in v.summary and "single change of 1" in v.summary
+    assert v.evidence["one_change_slope"] > 0.1 and v.evidence["points"] == 6
+    # Short host lives pool no better: three of 13 samples each, one change in one of them.
+    lives = [{"step": 13 * g + i, "host_gen": g, "host_fds": 20 + (g == 1 and i > 11)}
+             for g in range(3) for i in range(13)]
+    assert by_metric(trends.trend_verdicts(lives))["no_growth[host_fds]"].status == UNKNOWN
+
+
+def test_a_soak_long_enough_judges_its_slope_both_ways():
+    # 60 samples: one change of one descriptor is within the bound, a steady leak is not.
+    once = [{"step": i, "host_gen": 1, "host_fds": 20 + (i >= 35), "zombies": 0}
+            for i in range(60)]
+    assert trends.one_step_slope(trends.centred_segments(once, "host_fds", "host_gen")) <= 0.1
+    assert by_metric(trends.trend_verdicts(once))["no_growth[host_fds]"].status == HOLDS
+    leak = [{"step": i, "host_gen": 1, "host_fds": 20 + i // 5} for i in range(60)]
+    v = by_metric(trends.trend_verdicts(leak))["no_growth[host_fds]"]
+    assert v.status == VIOLATED and v.evidence["slope"] == pytest.approx(0.2, abs=0.02)
+    # Zombies and leftover folders (bound 0.01 per step) need far longer runs than 60 steps.
+    v = by_metric(trends.trend_verdicts(once))["no_growth[zombies]"]
+    assert v.status == UNKNOWN and "too short to fit a slope" in v.summary
