@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from harness.common.errors import HarnessError, HistoryError
+from harness.common.errors import HarnessError, HistoryError, SetupError
 from harness.judge.checks import UNKNOWN
 from harness.judge.known import FAILING, FIXED, KNOWN, KnownFailure, load_table
 from harness.observe.history import read_history
@@ -43,6 +43,39 @@ def read_results_lines(path: Path) -> list[tuple[int, Any]]:
         except json.JSONDecodeError as exc:
             raise HistoryError(f"results {path}: line {n} is not valid JSON (a run killed "
                                f"mid-write?): {exc.msg} at column {exc.colno}") from exc
+    return out
+
+
+def _is_result(r: Any) -> bool:
+    return (isinstance(r, dict) and isinstance(r.get("nodeid"), str)
+            and isinstance(r.get("outcome"), str) and isinstance(r.get("judgements"), list)
+            and all(isinstance(j, dict) and isinstance(j.get("check"), str)
+                    and isinstance(j.get("outcome"), str) for j in r["judgements"]))
+
+
+def read_run(run: Path) -> dict[str, dict[str, Any]]:
+    """A run folder's results by scenario node id (a later line for the same scenario wins).
+
+    Raises SetupError naming the path when `run` holds no results.jsonl (a run that did not
+    finish, or not a run folder), and naming the file and line number when a line is torn or
+    is not a scenario's result.
+    """
+    path = run / "results.jsonl"
+    if not path.is_file():
+        raise SetupError(f"run folder {run} holds no results.jsonl (the run did not finish, "
+                         "or this is not a run folder)")
+    try:
+        lines = read_results_lines(path)
+    except HistoryError as exc:
+        raise SetupError(str(exc)) from exc
+    except OSError as exc:
+        raise SetupError(f"results {path} could not be read: {exc}") from exc
+    out: dict[str, dict[str, Any]] = {}
+    for n, r in lines:
+        if not _is_result(r):
+            raise SetupError(f"results {path}: line {n} is not a scenario's result (it needs "
+                             "nodeid, outcome and a list of judgements with check and outcome)")
+        out[r["nodeid"]] = r
     return out
 
 

@@ -15,10 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness.common.errors import HistoryError, SetupError
+from harness.common.errors import SetupError
 from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
 from harness.judge.known import FAIL, FIXED, KNOWN, PASS
-from harness.report.build import UNSEEN, read_results_lines, templates
+from harness.report.build import UNSEEN, read_run, templates
 
 OUTCOMES = (PASS, FAIL, KNOWN, FIXED, UNSEEN)
 # A check that is `known` in some runs and `unseen` in others is a race that a non-strict
@@ -39,39 +39,6 @@ LEGEND = ("per run: P pass, F fail, U unknown (fails), K known, X fixed, N unsee
 
 
 # -- reading the runs ---------------------------------------------------------------------------
-
-def _is_result(r: Any) -> bool:
-    return (isinstance(r, dict) and isinstance(r.get("nodeid"), str)
-            and isinstance(r.get("outcome"), str) and isinstance(r.get("judgements"), list)
-            and all(isinstance(j, dict) and isinstance(j.get("check"), str)
-                    and isinstance(j.get("outcome"), str) for j in r["judgements"]))
-
-
-def read_run(run: Path) -> dict[str, dict[str, Any]]:
-    """A run folder's results by scenario node id (a later line for the same scenario wins).
-
-    Raises SetupError naming the path when `run` holds no results.jsonl (a run that did not
-    finish, or not a run folder), and naming the file and line number when a line is torn or
-    is not a scenario's result.
-    """
-    path = run / "results.jsonl"
-    if not path.is_file():
-        raise SetupError(f"run folder {run} holds no results.jsonl (the run did not finish, "
-                         "or this is not a run folder)")
-    try:
-        lines = read_results_lines(path)
-    except HistoryError as exc:
-        raise SetupError(str(exc)) from exc
-    except OSError as exc:
-        raise SetupError(f"results {path} could not be read: {exc}") from exc
-    out: dict[str, dict[str, Any]] = {}
-    for n, r in lines:
-        if not _is_result(r):
-            raise SetupError(f"results {path}: line {n} is not a scenario's result (it needs "
-                             "nodeid, outcome and a list of judgements with check and outcome)")
-        out[r["nodeid"]] = r
-    return out
-
 
 def _junit_problems(run: Path) -> int:
     """Errors and failures pytest counted in the run's junit.xml (0 when there is none): a
