@@ -7,13 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # openssh-server: the fleet's self-test starts sshd hosts on loopback (never the service).
-APT_PACKAGES=(busybox-static docker.io docker-registry skopeo openssh-server)
+# nodejs, npm: the Node SDK's runtime host (`--runtime npm:@boxlite-ai/boxlite@X.Y.Z`).
+APT_PACKAGES=(busybox-static docker.io docker-registry skopeo openssh-server nodejs npm)
 
 need_root() { if [ "$(id -u)" != 0 ]; then echo "sudo"; fi; }
 
 setup() {
   local missing=()
   for pkg in "${APT_PACKAGES[@]}"; do
+    # A nodejs from elsewhere (NodeSource) carries its own npm and conflicts with Debian's.
+    if [ "$pkg" = npm ] && command -v npm >/dev/null; then continue; fi
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then

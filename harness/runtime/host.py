@@ -24,7 +24,6 @@ from harness.common.errors import HostError
 from harness.common.wait import Deadline
 from harness.runtime.spec import RuntimeEnv
 
-HOST_MAIN = Path(__file__).with_name("host_main.py")
 READY_TIMEOUT_S = 60.0
 
 
@@ -107,9 +106,10 @@ class RuntimeHost:
         # Both flavours see the isolated home; the default runtime only through the env.
         env["BOXLITE_HOME"] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.env.host_env())
         stderr = open(self.workdir / f"{self.name}.stderr", "ab")
         self.proc = subprocess.Popen(
-            [str(self.env.python), str(HOST_MAIN), "--home", str(self.home), *self.flavour.argv()],
+            [*self.env.host_argv(), "--home", str(self.home), *self.flavour.argv()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env,
             cwd=self.workdir, start_new_session=True)
         stderr.close()

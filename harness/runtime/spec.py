@@ -1,7 +1,9 @@
-"""Runtime specs ("boxlite==X.Y.Z" or "wheel:PATH") and the cached virtualenv each one gets.
+"""Runtime specs ("boxlite==X.Y.Z", "wheel:PATH", "npm:@boxlite-ai/boxlite@X.Y.Z[+native...]")
+and the cached virtualenv (or npm folder, harness.runtime.npm) each one gets.
 
 The harness never imports boxlite itself: every runtime under test lives in its own virtualenv
-so a fixed release, a pre-fix release and a local wheel can be driven side by side.
+or npm folder, so a fixed release, a pre-fix release, a local wheel and the Node SDK can be
+driven side by side. A spec names which host program runs it (`RuntimeEnv.host_argv`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.common.errors import SpecError
 from harness.common.paths import cache_root, locked
+from harness.runtime import npm
 
 # The runtime a plain run judges: the latest release. Pinned here and nowhere else.
 DEFAULT_SPEC = "boxlite==0.10.8"
@@ -28,14 +32,24 @@ _WHEEL_VERSION = re.compile(r"^boxlite-(\d+\.\d+\.\d+[^-]*)-")
 INSTALL_TIMEOUT_S = 600.0
 
 
+HOST_DIR = Path(__file__).parent
+
+
 @dataclass(frozen=True)
 class RuntimeSpec:
-    """What the user asked for: a release from PyPI or a wheel file."""
+    """What the user asked for: a release from PyPI, a wheel file, or the Node SDK from npm
+    (with its own native binding, another published one, or a local `.node` file)."""
 
     text: str
-    kind: str           # "release" | "wheel"
-    version: str        # the boxlite version the spec installs
+    kind: str           # "release" | "wheel" | "npm"
+    version: str        # the boxlite (core) version the spec installs
     wheel: Path | None = None
+    npm: tuple[tuple[str, Any], ...] = ()   # npm specs: harness.runtime.npm.parse_npm's parts
+
+    @property
+    def sdk(self) -> str:
+        """Which SDK embeds the runtime: "python" or "node"."""
+        return "node" if self.kind == "npm" else "python"
 
     @classmethod
     def parse(cls, text: str) -> RuntimeSpec:
@@ -53,14 +67,20 @@ class RuntimeSpec:
                     f"runtime spec {text!r}: {path.name} is not a boxlite wheel "
                     "(expected boxlite-X.Y.Z-...whl)")
             return cls(text, "wheel", m.group(1), path)
+        if text.startswith("npm:"):
+            parts = npm.parse_npm(text)
+            return cls(text, "npm", parts["version"], npm=tuple(parts.items()))
         raise SpecError(
-            f"runtime spec {text!r} is not understood; use 'boxlite==X.Y.Z' or 'wheel:PATH'")
+            f"runtime spec {text!r} is not understood; use 'boxlite==X.Y.Z', 'wheel:PATH' or "
+            f"'npm:{npm.SDK_PACKAGE}@X.Y.Z[+native@A.B.C|+native:FILE.node]'")
 
     @property
     def key(self) -> str:
         """Folder name of this spec's virtualenv; a rebuilt wheel gets a new one."""
         if self.kind == "release":
             return f"boxlite-{self.version}"
+        if self.kind == "npm":
+            return npm.npm_key(dict(self.npm))
         assert self.wheel is not None
         digest = hashlib.sha256(self.wheel.read_bytes()).hexdigest()[:12]
         return f"wheel-{self.version}-{digest}"
@@ -74,20 +94,43 @@ class RuntimeEnv:
     """A ready virtualenv holding one runtime."""
 
     spec: RuntimeSpec
-    venv: Path
-    version: str        # as reported by the installed package
+    venv: Path          # the virtualenv, or the npm folder of a Node SDK runtime
+    version: str        # as reported by the installed package (npm: the native binding's)
     wheel_sha256: str | None = None     # of the wheel pip installed (pip's install report)
+    ready: dict[str, Any] = field(default_factory=dict, compare=False)  # npm: its ready marker
 
     @property
     def python(self) -> Path:
         return self.venv / "bin" / "python"
 
+    @property
+    def sdk(self) -> str:
+        return self.spec.sdk
+
+    def host_argv(self) -> list[str]:
+        """The host program for this runtime, before its flags: host_main.py in the
+        virtualenv, or host_main.mjs under node with the SDK's npm folder."""
+        if self.sdk == "node":
+            return [npm.node_path(), str(HOST_DIR / "host_main.mjs"), "--sdk", str(self.venv)]
+        return [str(self.python), str(HOST_DIR / "host_main.py")]
+
+    def host_env(self) -> dict[str, str]:
+        """Environment the host program needs besides the harness's: the Node host loads the
+        exact binding file this runtime was installed with."""
+        if self.sdk == "node":
+            return {"NAPI_RS_NATIVE_LIBRARY_PATH": self.ready["native"]}
+        return {}
+
     def identity(self) -> dict[str, str | None]:
         """What identifies the runtime under test: spec, version, and the sha256 of its wheel
         (from pip's install report; a virtualenv cached before the report was kept gives the
         sha256 of the installed distribution's RECORD instead, and says so)."""
-        out: dict[str, str | None] = {"spec": self.spec.text, "version": self.version,
-                                      "wheel_sha256": self.wheel_sha256}
+        out: dict[str, Any] = {"spec": self.spec.text, "version": self.version,
+                               "wheel_sha256": self.wheel_sha256}
+        if self.sdk == "node":
+            out.update(sdk="node", native_sha256=self.ready.get("native_sha256"),
+                       packages=self.ready.get("packages"), node=self.ready.get("node"))
+            return out
         if self.wheel_sha256 is None:
             records = sorted(self.venv.glob("lib/python*/site-packages/boxlite-*.dist-info/RECORD"))
             if records:
@@ -99,17 +142,26 @@ def venv_root(cache: Path | None = None) -> Path:
     return (cache or cache_root()) / "venvs"
 
 
+def npm_root(cache: Path | None = None) -> Path:
+    """Where npm specs' folders go, beside npm's own download cache (`_npm-cache`)."""
+    return (cache or cache_root()) / "npm"
+
+
+def spec_root(spec: RuntimeSpec, cache: Path | None = None) -> Path:
+    return npm_root(cache) if spec.kind == "npm" else venv_root(cache)
+
+
 def ready_runtime(spec: RuntimeSpec | str, cache: Path | None = None) -> RuntimeEnv | None:
     """The spec's virtualenv if it is already built, without building it; None otherwise
     (also for a malformed spec: the caller that builds it reports that)."""
     try:
         if isinstance(spec, str):
             spec = RuntimeSpec.parse(spec)
-        marker = venv_root(cache) / spec.key / ".boxlite-chaos-ready.json"
+        marker = spec_root(spec, cache) / spec.key / ".boxlite-chaos-ready.json"
         ready = json.loads(marker.read_text())
     except (SpecError, OSError, ValueError):
         return None
-    return RuntimeEnv(spec, marker.parent, ready["version"], ready.get("wheel_sha256"))
+    return RuntimeEnv(spec, marker.parent, ready["version"], ready.get("wheel_sha256"), ready)
 
 
 def ensure_runtime(spec: RuntimeSpec | str, cache: Path | None = None,
@@ -122,6 +174,8 @@ def ensure_runtime(spec: RuntimeSpec | str, cache: Path | None = None,
     """
     if isinstance(spec, str):
         spec = RuntimeSpec.parse(spec)
+    if spec.kind == "npm":
+        return _ensure_npm(spec, cache, log)
     root = venv_root(cache)
     venv = root / spec.key
     marker = venv / ".boxlite-chaos-ready.json"
@@ -154,6 +208,28 @@ def ensure_runtime(spec: RuntimeSpec | str, cache: Path | None = None,
         if log:
             log(f"runtime {spec.text}: virtualenv built in {time.monotonic() - t0:.1f}s")
         return RuntimeEnv(spec, venv, version, wheel_sha256)
+
+
+def _ensure_npm(spec: RuntimeSpec, cache: Path | None, log) -> RuntimeEnv:
+    """ensure_runtime for an npm spec: the same lock, ready marker and clean-up as a
+    virtualenv (harness.runtime.npm.install does the work and says what it raises)."""
+    root = npm_root(cache)
+    folder = root / spec.key
+    marker = folder / ".boxlite-chaos-ready.json"
+    with locked(root / f"{spec.key}.lock"):
+        if marker.is_file():
+            ready = json.loads(marker.read_text())
+            return RuntimeEnv(spec, folder, ready["version"], None, ready)
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            ready = npm.install(spec.text, dict(spec.npm), folder, root / "_npm-cache", log)
+            marker.write_text(json.dumps(ready))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if log:
+            log(f"runtime {spec.text}: npm folder built in {ready['install_s']:.1f}s")
+        return RuntimeEnv(spec, folder, ready["version"], None, ready)
 
 
 def installed_sha256(report: Path) -> str | None:
