@@ -29,6 +29,7 @@ import psutil
 
 from harness.common.procs import Proc, kill_all
 from harness.leftovers.footprint import disk_usage, mib
+from harness.leftovers.loops import detach_under
 from harness.leftovers.markers import (
     Owner,
     alive,
@@ -247,6 +248,11 @@ def execute(left: Leftover, dry_run: bool = False) -> Leftover:
         return left
     if mounts:
         left.done["unmounted"] = unmount_under(left.path)
+    # A storage fault's ext4 image on a loop device (harness.faults.storage): the unmount
+    # detaches it (autoclear) unless it was lazy or never mounted.
+    loops = detach_under(left.path)
+    if loops:
+        left.done["loops_detached"] = loops
     if left.cgroups:
         left.done["cgroups"] = rmdir_cgroups(left.cgroups)
     if mounts_under(left.path):
