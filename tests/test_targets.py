@@ -31,6 +31,7 @@ from harness.targets.base import RecordView, TargetUnavailable
 from harness.targets.docker import DockerTarget
 from harness.targets.dockerd import (
     LONGEST_SOCKET,
+    PRIVATE_MOUNTS,
     SOCKET_MAX,
     DockerDaemon,
     cgroup_dirs,
@@ -212,6 +213,8 @@ def test_dockerd_listens_only_on_its_own_socket(tmp_path):
     for flag in ("--data-root", "--exec-root", "--pidfile", "--config-file"):
         assert argv[argv.index(flag) + 1].startswith(str(tmp_path) + "/"), flag
     assert "--storage-driver" not in argv
+    # Its mounts stay in a namespace of its own (none of the daemon's state runs yet).
+    assert argv[:argv.index("dockerd")] == list(PRIVATE_MOUNTS)
     assert DockerDaemon(tmp_path, "vfs").argv()[-2:] == ["--storage-driver", "vfs"]
 
 
@@ -297,7 +300,8 @@ def test_a_killed_dockerd_leaves_nothing_after_teardown(tmp_path):
             assert target.start(iid, 60).error is None
             target.helpers(iid)
             target.family()
-            assert mounts_under(root), "a running container has mounts under the daemon's folder"
+            # A running container has mounts under the daemon's folder, in its namespace only.
+            assert target.daemon.mounts() and not mounts_under(root)
             target.signal_daemon(signal.SIGKILL)
             assert target.wait_daemon_exit(30) is not None
             assert any(alive(p) for p in target.family_seen), "the shim and container run on"

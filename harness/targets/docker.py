@@ -29,7 +29,7 @@ from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import KillShim, Proc
 from harness.leftovers.markers import mark, release
-from harness.leftovers.mounts import mounts_under, unmount_under
+from harness.leftovers.mounts import unmount_under
 from harness.observe.history import History
 from harness.runtime.image import BUSYBOX, _layer_tar
 from harness.targets.base import (
@@ -45,10 +45,12 @@ from harness.targets.base import (
 from harness.targets.dockerapi import API_ERRORS, OpLog
 from harness.targets.dockerd import (
     DOCKERD,
+    UNSHARE,
     DockerDaemon,
     cgroup_dirs,
     remove_cgroups,
     remove_shim_sockets,
+    remove_stack_dumps,
 )
 
 # dockerd picks overlay2 where it works; vfs needs nothing from the kernel but is slow.
@@ -136,6 +138,9 @@ class DockerTarget(Target):
             raise TargetUnavailable("dockerd needs root; the harness is not running as root")
         if shutil.which(DOCKERD) is None:
             raise TargetUnavailable("dockerd is not installed (apt-get install docker.io)")
+        if shutil.which(UNSHARE) is None:
+            raise TargetUnavailable("unshare is not installed (apt-get install util-linux): "
+                                    "dockerd's mounts need a namespace of their own")
         if not BUSYBOX.is_file():
             raise TargetUnavailable(f"{BUSYBOX} not found (apt-get install busybox-static)")
         why = []
@@ -354,14 +359,18 @@ class DockerTarget(Target):
             self.family()
         notes["stop"] = self.daemon.stop()
         left = self.remaining()
-        left_by_daemon = {"processes": describe(left), "mounts": mounts_under(self.root)}
+        # The daemon's mounts live in its own mount namespace: those a process it left still
+        # holds there (a leaked shim's), read through that process; they go with it.
+        left_by_daemon = {"processes": describe(left),
+                          "mounts": self.daemon.mounts(p.pid for p in left)}
         notes["killed"] = kill_all(left)
-        notes["unmounted"] = unmount_under(self.root)
+        notes["unmounted"] = unmount_under(self.root)         # any made in this namespace
+        notes["stack_dumps_removed"] = remove_stack_dumps(self.family_seen)
         notes["cgroups"] = remove_cgroups(self.daemon.cgroup_parent)
         notes["reaped"] = self.reap_adopted()
         notes["shim_sockets_removed"] = remove_shim_sockets(self.daemon, self.created)
         procs_left = describe(p for p in self.family_seen if alive(p))
-        mounts_left = mounts_under(self.root)
+        mounts_left = self.daemon.mounts(p.pid for p in self.family_seen if alive(p))
         if not mounts_left and not procs_left:
             # The image and container layers are the bulk; the log and config stay.
             for sub in (self.daemon.data, self.daemon.exec_root):

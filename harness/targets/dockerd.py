@@ -3,8 +3,12 @@ containers' cgroups and shim sockets land, and their removal.
 
 The daemon is the fixture's own: data root, exec root, unix socket, pid file, config and key
 file under its folder, its containers' cgroups under a parent of its own; no TCP listener, no
-bridge, no iptables, no IP forwarding. It is stopped with SIGTERM, then SIGKILL by pid and
-start time.
+bridge, no iptables, no IP forwarding. It runs in a mount namespace of its own with private
+propagation, so its overlays and bind mounts are invisible to the machine (a box started
+beside it copies the host's mount table into its sandbox; 0.9.7's preflight fails on a
+dockerd overlay there); the namespace, and every mount in it, ends with its last process.
+Its temporary files (containerd's stack dumps among them) go to its folder, not /tmp. It is
+stopped with SIGTERM, then SIGKILL by pid and start time.
 
 Started here rather than through the system's docker service or a test-container library: the
 daemon must be private to the run, and dockerd itself is signalled mid-start as a fault.
@@ -19,6 +23,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +33,18 @@ import psutil
 
 from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.shim import Proc
+from harness.leftovers.mounts import mounts_under
 from harness.targets.base import STOP_BOUND_S, TargetUnavailable, short_root
 from harness.targets.dockerapi import API_ERRORS, LoggedAPIClient, OpLog
 
 DOCKERD = "dockerd"
+# dockerd runs under unshare(1) (util-linux), which execs it in a fresh mount namespace whose
+# mounts propagate nowhere: its pid is dockerd's own.
+UNSHARE = "unshare"
+PRIVATE_MOUNTS = (UNSHARE, "--mount", "--propagation", "private", "--")
+# containerd writes its goroutine dump on SIGUSR1 (dockerd sends one before killing a
+# containerd that stopped answering) to $TMPDIR/containerd.<pid>.stacks.log.
+STACK_DUMP = "containerd.{pid}.stacks.log"
 READY_TIMEOUT_S = 60.0
 API_TIMEOUT_S = 60
 NAMESPACE = "moby"                                  # dockerd's containerd namespace
@@ -85,6 +98,39 @@ def shim_socket(exec_root: Path, iid: str) -> Path:
     return SHIM_SOCKETS / hashlib.sha256(key.encode()).hexdigest()
 
 
+def namespace_mounts(root: Path, pids: Iterable[int]) -> list[str]:
+    """Mount points at or under `root` that the processes `pids` see (each one's own mount
+    namespace: a private dockerd's mounts are not in /proc/self/mountinfo), with the ones this
+    process sees; a process that is gone or cannot be read adds nothing."""
+    out = mounts_under(root)
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/mountinfo").read_text()
+        except OSError:
+            continue
+        out += [m for m in mounts_under(root, text) if m not in out]
+    return out
+
+
+def remove_stack_dumps(procs: Iterable[Proc], tmp: Path = Path("/tmp")) -> list[str]:
+    """Remove the stack dumps a containerd of ours wrote to `tmp` (one started before its
+    TMPDIR was the daemon's folder, or by a dockerd that set none): only a file named for a
+    containerd's pid that was written after that process started (pid + start time)."""
+    removed = []
+    for proc in procs:
+        if proc.name != "containerd":
+            continue
+        path = tmp / STACK_DUMP.format(pid=proc.pid)
+        try:
+            if path.is_file() and not path.is_symlink() \
+                    and path.stat().st_mtime >= proc.create_time:
+                path.unlink()
+                removed.append(str(path))
+        except OSError:
+            continue
+    return removed
+
+
 def remove_shim_sockets(daemon: DockerDaemon, iids: list[str]) -> list[str]:
     """A shim that was SIGKILLed leaves its socket behind: remove those of our containers
     (once no shim runs, so none is in use); nothing else in that shared folder."""
@@ -127,6 +173,11 @@ class DockerDaemon:
         return self.root / "dockerd.log"
 
     @property
+    def tmp(self) -> Path:
+        """Its TMPDIR (and containerd's, which it starts): stack dumps land here."""
+        return self.root / "tmp"
+
+    @property
     def cgroup_parent(self) -> str:
         return f"boxlite-chaos-{self.root.name}"
 
@@ -134,8 +185,22 @@ class DockerDaemon:
     def proc(self) -> subprocess.Popen | None:
         return self.procs[-1] if self.procs else None
 
+    def namespace(self) -> list[str]:
+        """How dockerd enters its mount namespace: a fresh private one; or, when the
+        containerd a dead dockerd left still runs (the new one adopts it), that containerd's,
+        so the layers dockerd mounts are where its containers' runc looks for them."""
+        try:
+            pid = int((self.exec_root / "containerd" / "containerd.pid").read_text())
+            theirs = os.readlink(f"/proc/{pid}/ns/mnt")
+            if psutil.Process(pid).name() == "containerd" \
+                    and theirs != os.readlink("/proc/self/ns/mnt"):
+                return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", "--"]
+        except (OSError, ValueError, psutil.Error):
+            pass
+        return list(PRIVATE_MOUNTS)
+
     def argv(self) -> list[str]:
-        argv = [DOCKERD, "--config-file", str(self.root / "daemon.json"),
+        argv = [*self.namespace(), DOCKERD, "--config-file", str(self.root / "daemon.json"),
                 "--data-root", str(self.data), "--exec-root", str(self.exec_root),
                 "-H", f"unix://{self.sock}", "--pidfile", str(self.root / "dockerd.pid"),
                 "--bridge=none", "--iptables=false", "--ip6tables=false",
@@ -153,9 +218,11 @@ class DockerDaemon:
         # The trust key would otherwise go to /etc/docker/key.json.
         (self.root / "daemon.json").write_text(json.dumps(
             {"deprecated-key-path": str(self.root / "key.json")}))
+        self.tmp.mkdir(exist_ok=True)
         with open(self.log, "ab") as log:
             proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=log, start_new_session=True)
+                                    stderr=log, start_new_session=True,
+                                    env={**os.environ, "TMPDIR": str(self.tmp)})
         self.procs.append(proc)
         self._signal_t = None
         try:
@@ -198,6 +265,11 @@ class DockerDaemon:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def mounts(self, pids: Iterable[int] = ()) -> list[str]:
+        """Mounts at or under its folder, as the daemon (while it runs) and `pids` see them."""
+        own = [self.proc.pid] if self.alive and self.proc is not None else []
+        return namespace_mounts(self.root, [*own, *pids])
 
     def signal(self, sig: int) -> None:
         if not self.alive or self.key is None:
