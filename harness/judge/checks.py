@@ -409,3 +409,20 @@ def runtime_shutdown_ran(log_after_signal: str | None, exit_code: int | None) ->
         return Verdict("runtime_shutdown_ran", VIOLATED, ev,
                        f"shutdown logged but the process exited {exit_code}")
     return Verdict("runtime_shutdown_ran", HOLDS, ev, "shutdown completed, exit 0")
+
+
+@check("socket_links_follow_boxes")
+def socket_links_follow_boxes(links: Sequence[dict[str, Any]]) -> Verdict:
+    """The runtime's socket links of a scenario's boxes (`/tmp/bl-<uid>/<box id>`, read with
+    harness.leftovers.sockets once its hosts are gone, before its homes go) each point at its
+    box's folder: the runtime keeps a box's link until it removes the box, so one pointing at
+    a box folder that is gone was left behind by a remove. Links to folders that are there
+    are the runtime's (the scenario's teardown removes them with its homes)."""
+    dangling = [x for x in links if x.get("target") is not None and not x.get("target_exists")]
+    ev = {"links": list(links), "dangling": dangling}
+    if dangling:
+        return Verdict("socket_links_follow_boxes", VIOLATED, ev,
+                       f"{len(dangling)} socket link(s) point into removed box folders: "
+                       + ", ".join(f"{x['path']} -> {x['target']}" for x in dangling[:3]))
+    return Verdict("socket_links_follow_boxes", HOLDS, ev,
+                   f"{len(links)} socket link(s), each into its box's folder")

@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 
 from harness.common.procs import Proc, kill_all
+from harness.leftovers import sockets
 from harness.leftovers.footprint import disk_usage, mib
 from harness.leftovers.loops import detach_under
 from harness.leftovers.markers import (
@@ -226,9 +227,11 @@ def _keep_evidence(left: Leftover) -> None:
             left.done["artifact_errors"] = errors[:5]
 
 
-def execute(left: Leftover, dry_run: bool = False) -> Leftover:
+def execute(left: Leftover, dry_run: bool = False,
+            socket_root: Path | None = None) -> Leftover:
     """Kill ours, unmount, rmdir cgroups, copy a scenario's evidence, remove what the marker
-    says; keep the folder while a stranger uses it or a mount stays."""
+    says and the runtime's socket entries (`socket_root`, default /tmp/bl-<uid>) of the boxes
+    in it; keep the folder while a stranger uses it or a mount stays."""
     targets = [left.path if rel == "." else left.path / rel
                for rel in left.marker.get("remove", ["."])]
     targets = [t for t in targets if t == left.path or left.path in t.parents]
@@ -237,6 +240,9 @@ def execute(left: Leftover, dry_run: bool = False) -> Leftover:
     left.size = sum(disk_usage(t) for t in targets)
     mounts = mounts_under(left.path)
     left.done["mounts"] = mounts
+    links = sockets.into(targets, socket_root)
+    if links:
+        left.done["socket_entries"] = [str(e.path) for e in links]
     if dry_run:
         return left
     if left.ours:
@@ -261,6 +267,8 @@ def execute(left: Leftover, dry_run: bool = False) -> Leftover:
         return left
     if left.kind in ("homes", "boxlite-target"):
         _keep_evidence(left)
+    if links:
+        left.done["socket_entries_removed"] = sockets.remove(links)
     errors = []
     for t in targets:
         if t.is_symlink() or not t.exists():
@@ -287,6 +295,8 @@ class SweepReport:
     kept: list[Leftover]
     lookalikes: list[Path]
     dry_run: bool
+    # The runtime's socket links of our boxes whose folder was already gone.
+    socket_links: list[str] = field(default_factory=list)
 
     @property
     def freed(self) -> int:
@@ -306,6 +316,10 @@ class SweepReport:
             if x.done.get("mounts"):
                 extra.append(f"{len(x.done['mounts'])} mount(s)")
             out.append(f"  {verb} {what}: {x.why}" + (f"; {'; '.join(extra)}" if extra else ""))
+        if self.socket_links:
+            out.append(f"  {verb} {len(self.socket_links)} socket link(s) into folders of ours "
+                       "already gone (" + ", ".join(self.socket_links[:4])
+                       + (" ..." if len(self.socket_links) > 4 else "") + ")")
         for x in self.kept:
             if verbose or x.strangers:
                 out.append(f"  kept {x.path} ({x.kind}): {x.why}")
@@ -326,26 +340,30 @@ class SweepReport:
         return {"dry_run": self.dry_run, "freed": self.freed,
                 "swept": [x.to_json() for x in self.swept],
                 "kept": [x.to_json() for x in self.kept],
-                "lookalikes": [str(p) for p in self.lookalikes]}
+                "lookalikes": [str(p) for p in self.lookalikes],
+                "socket_links": self.socket_links}
 
 
 def sweep(*, dry_run: bool = False, under: Iterable[Path] | None = None,
           index: Path | None = None,
           own_run: Owner | None = None, only_owner: Owner | None = None,
-          is_alive: Alive = alive) -> SweepReport:
-    """Plan and (unless `dry_run`) do it. Never raises for one folder's trouble: it is said."""
+          is_alive: Alive = alive, socket_root: Path | None = None) -> SweepReport:
+    """Plan and (unless `dry_run`) do it. Never raises for one folder's trouble: it is said.
+    `socket_root`: the runtime's socket entries (default /tmp/bl-<uid>)."""
     under = roots() if under is None else tuple(under)
     swept, kept = [], []
     for left in plan(under=under, index=index, own_run=own_run, only_owner=only_owner,
                      is_alive=is_alive):
         if left.decision == "sweep":
             try:
-                execute(left, dry_run)
+                execute(left, dry_run, socket_root)
             except OSError as exc:
                 left.decision, left.why = "keep", f"{left.why}; {exc}"
         (swept if left.decision == "sweep" else kept).append(left)
     looks = [] if own_run or only_owner else unmarked_lookalikes(under)
-    return SweepReport(swept, kept, looks, dry_run)
+    gone = [] if own_run or only_owner else sockets.dangling_ours(socket_root, under)
+    links = [str(e.path) for e in gone] if dry_run else sockets.remove(gone)
+    return SweepReport(swept, kept, looks, dry_run, links)
 
 
 _swept_at_start = False

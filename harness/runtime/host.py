@@ -22,6 +22,7 @@ import psutil
 
 from harness.common.errors import HostError
 from harness.common.wait import Deadline
+from harness.leftovers import sockets
 from harness.runtime.spec import RuntimeEnv
 
 READY_TIMEOUT_S = 60.0
@@ -289,7 +290,11 @@ class HostFactory:
             raise HostError(f"{old.name} is still running; a home takes one runtime at a time")
         return self.start(old.home, flavour or old.flavour)
 
-    def close_all(self) -> None:
+    def close_all(self, socket_root: Path | None = None) -> list[str]:
+        """End every host still running; then, its runtimes gone, remove the runtime's socket
+        entries (`socket_root`, default /tmp/bl-<uid>) of the boxes in our homes: a box not
+        removed keeps its link until a remove that no runtime will now make, and it would
+        point at nothing once the homes go. Returns the entries removed."""
         for host in self.hosts:
             if host.alive:
                 host.kill()
@@ -297,3 +302,6 @@ class HostFactory:
                     host.wait_exit(10.0)
                 except HostError:
                     pass
+        if any(h.alive for h in self.hosts):
+            return []               # a runtime that lives on may still use them
+        return sockets.remove(sockets.into([self.homes_root], socket_root))
