@@ -130,7 +130,7 @@ class SmallDisk:
         return done
 
     def describe(self) -> dict[str, Any]:
-        return {"home": str(self.home), "kind": self.kind, "size_mib": self.size_mib,
+        return {"home": str(self.home), "fs": self.kind, "size_mib": self.size_mib,
                 "image": str(self.image) if self.image else None, "device": self.device}
 
 
@@ -204,6 +204,6 @@ class FillDisk(Fault):
 def fill_disk(disk: SmallDisk, leave_kib: int = 0, phase: str | None = None) -> FillDisk:
     """The fault that leaves `leave_kib` KiB free on `disk` (`phase`: which failure it aims
     at, for the history)."""
-    return FillDisk("fill_disk", {"home": str(disk.home), "kind": disk.kind,
+    return FillDisk("fill_disk", {"home": str(disk.home), "fs": disk.kind,
                                   "size_mib": disk.size_mib, "leave_kib": leave_kib,
                                   "phase": phase}, disk=disk, leave_kib=leave_kib)
