@@ -11,7 +11,13 @@ import pytest
 
 from harness.common.errors import SetupError, SpecError
 from harness.runtime import npm
-from harness.runtime.spec import RuntimeSpec, ensure_runtime, npm_root, ready_runtime
+from harness.runtime.spec import (
+    RuntimeSpec,
+    counterpart,
+    ensure_runtime,
+    npm_root,
+    ready_runtime,
+)
 
 SDK = "@boxlite-ai/boxlite"
 
@@ -161,3 +167,17 @@ def test_an_unpublished_version_through_the_real_npm(tmp_path):
     assert str(exc.value).startswith(f"runtime spec 'npm:{SDK}@0.0.1': {SDK} 0.0.1 is not "
                                      "published on npm")
     assert not (npm_root(tmp_path) / "npm-0.0.1").exists()
+
+
+@pytest.mark.parametrize("spec, other", [
+    ("boxlite==0.10.0", f"npm:{SDK}@0.10.0"),
+    ("boxlite==0.10.3", f"npm:{SDK}@0.10.0+native@0.10.3"),
+    ("boxlite==0.9.7", f"npm:{SDK}@0.9.7"),
+    ("boxlite==0.10.8", None),              # no Node build carries 0.10.8
+    (f"npm:{SDK}@0.10.0", "boxlite==0.10.0"),
+    (f"npm:{SDK}@0.10.0+native@0.10.3", "boxlite==0.10.3"),
+])
+def test_counterparts_carry_the_same_core(spec, other):
+    assert counterpart(spec) == other
+    if other is not None:
+        assert RuntimeSpec.parse(other).version == RuntimeSpec.parse(spec).version

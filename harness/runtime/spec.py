@@ -138,6 +138,27 @@ class RuntimeEnv:
         return out
 
 
+# The Node SDK's builds on npm for Linux x64 (measured 2026-12-06): the native binding's
+# versions, each with the wrapper it runs under (0.10.3 has no wrapper of its own and loads
+# under 0.10.0's). 0.9.5 has no Linux binding.
+NODE_BUILDS = {"0.9.7": "0.9.7", "0.10.0": "0.10.0", "0.10.3": "0.10.0"}
+
+
+def counterpart(spec: RuntimeSpec | str) -> str | None:
+    """The other SDK's spec carrying the same core version, for scenarios that drive one home
+    through both SDKs: a Python release's Node build, a Node build's Python release. None
+    where there is none (a Python release with no Node build, a wheel, a local `.node`)."""
+    if isinstance(spec, str):
+        spec = RuntimeSpec.parse(spec)
+    if spec.kind == "release" and spec.version in NODE_BUILDS:
+        wrapper = NODE_BUILDS[spec.version]
+        native = "" if wrapper == spec.version else f"+native@{spec.version}"
+        return f"npm:{npm.SDK_PACKAGE}@{wrapper}{native}"
+    if spec.kind == "npm" and not dict(spec.npm)["native_file"]:
+        return f"boxlite=={spec.version}"
+    return None
+
+
 def venv_root(cache: Path | None = None) -> Path:
     return (cache or cache_root()) / "venvs"
 
