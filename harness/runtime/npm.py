@@ -115,15 +115,14 @@ def package_json(parts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def install(text: str, parts: dict[str, Any], folder: Path, npm_cache: Path,
-            log=None) -> dict[str, Any]:
+def install(text: str, parts: dict[str, Any], folder: Path, npm_cache: Path) -> dict[str, Any]:
     """Install one npm spec into `folder` (the caller holds the spec's lock and removes the
     folder when this raises): package.json pinning exact versions, then `npm install` from
     npm's cache in the project cache (offline once cached), which writes package-lock.json
     with each package's integrity; the installed versions are held to the lock and the spec,
     then the SDK is loaded once with the chosen binding. Returns the ready marker's contents.
     Raises SpecError (one line) for a version npm does not have, a binding that does not
-    load, or npm failing; SetupError without node/npm. `log` is unused (the caller logs)."""
+    load, or npm failing; SetupError without node/npm."""
     node = node_binary()
     npm = shutil.which("npm")
     if npm is None:

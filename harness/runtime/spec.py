@@ -243,7 +243,7 @@ def _ensure_npm(spec: RuntimeSpec, cache: Path | None, log) -> RuntimeEnv:
             return RuntimeEnv(spec, folder, ready["version"], None, ready)
         shutil.rmtree(folder, ignore_errors=True)
         try:
-            ready = npm.install(spec.text, dict(spec.npm), folder, root / "_npm-cache", log)
+            ready = npm.install(spec.text, dict(spec.npm), folder, root / "_npm-cache")
             marker.write_text(json.dumps(ready))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
