@@ -49,7 +49,10 @@ case "$cmd" in
   test)
     setup
     report="reports/test-$(date -u +%Y%m%dT%H%M%SZ)"
-    exec .venv/bin/python -m pytest tests scenarios -n 4 --dist worksteal \
+    # Workers chosen from this machine's cores and memory (harness/session/pace.py, which
+    # says why on stderr); a -n among the options given wins, pytest taking the last one.
+    workers=$(.venv/bin/python -m harness.session.pace)
+    exec .venv/bin/python -m pytest tests scenarios -n "$workers" --dist worksteal \
       --chaos-record-durations --chaos-report "$report" --junitxml "$report/junit.xml" "$@" ;;
   *)
     echo "usage: ./go gate [options] | ./go test [pytest options]" >&2

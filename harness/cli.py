@@ -14,34 +14,18 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.common.errors import HarnessError, ScenarioError, SetupError, UsageError
+from harness.common.errors import HarnessError, SetupError, UsageError
 from harness.common.paths import PROJECT
 from harness.leftovers import sweep
 from harness.runtime.spec import DEFAULT_SPEC, RuntimeSpec
 from harness.session import interrupt, seeds
-
-SCENARIOS = PROJECT / "scenarios"
+from harness.session.pace import worker_count, workers_or_chosen
+from harness.session.selection import SCENARIOS, resolve_scenarios
 
 
 def _new_report_dir(kind: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return PROJECT / "reports" / f"{kind}-{stamp}"
-
-
-def scenario_files() -> dict[str, Path]:
-    """Scenario names are module names without 'test_' (e.g. 'guest_hang')."""
-    return {p.stem.removeprefix("test_"): p for p in sorted(SCENARIOS.rglob("test_*.py"))}
-
-
-def resolve_scenarios(names: list[str]) -> list[str]:
-    known = scenario_files()
-    out = []
-    for name in names:
-        if name in known:
-            out.append(str(known[name]))
-        else:
-            raise ScenarioError(f"unknown scenario {name!r}; known: {', '.join(sorted(known))}")
-    return out
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -86,6 +70,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     os.environ[seeds.SEED_ENV] = str(seed)
     if args.explore:
         os.environ[seeds.EXPLORE_ENV] = "1"
+    if not hosts:
+        args.workers = workers_or_chosen(args.workers)
     if args.repeat > 1:
         from harness.jobs.repeat.flakes import repeat_gate
         return repeat_gate(args, report, seed)
@@ -123,6 +109,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return int(rc)
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    """`soak`: on this machine (harness.jobs.soak), or with --tx/--hosts one soak per host at
+    once, its report here (harness.jobs.fleet.soak)."""
+    from harness.jobs.soak import cli as soak
+    soak.check_arguments(args)
+    if args.tx or args.hosts:
+        from harness.jobs.fleet.soak import soak_on_hosts
+        return soak_on_hosts(args)
+    return soak.cmd_soak(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.build import build_report
     run = Path(args.run)
@@ -142,15 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--refresh", action="store_true", help="ignore the cached boot result")
     d.set_defaults(fn=cmd_doctor)
 
-    from harness.jobs.bench.gate import worker_count
     g = sub.add_parser("gate", help="run the scenarios against a runtime and write a report")
     g.add_argument("--runtime", default=DEFAULT_SPEC)
     g.add_argument("--report", help="report folder (default: reports/gate-<time>)")
     g.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
     g.add_argument("-k", help="pytest -k expression")
-    g.add_argument("-n", "--workers", default="4", type=worker_count,
-                   help="parallel workers (pytest-xdist; default 4: scenarios mostly wait on "
-                        "the runtime); 1 runs serially")
+    g.add_argument("-n", "--workers", type=worker_count,
+                   help="parallel workers (pytest-xdist; 1 runs serially). Default: chosen "
+                        "from this machine, 2 per core while memory holds them (scenarios "
+                        "mostly wait on the runtime; harness/session/pace.py)")
     g.add_argument("--seed", help="draw the generated cases from this seed (default: the "
                                   f"gate's committed seed {seeds.GATE_SEED})")
     g.add_argument("--explore", action="store_true",
@@ -184,12 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.jobs.bench import ledger as bench_ledger
     from harness.jobs.bench import shutdown as bench_shutdown
     from harness.jobs.conformance import matrix as conformance
+    from harness.jobs.fleet import soak as fleet_soak
     from harness.jobs.matrix import run as release_matrix
     from harness.jobs.repro import replay as repro
     from harness.jobs.ripout import entries as ripout
     from harness.jobs.soak import cli as soak
     bench_gate.add_parser(sub)
-    soak.add_parser(sub)
+    soaking = soak.add_parser(sub)
+    fleet_soak.add_host_arguments(soaking)
+    soaking.set_defaults(fn=cmd_soak)
     conformance.add_parser(sub)
     release_matrix.add_parser(sub)
     repro.add_parser(sub)

@@ -194,6 +194,24 @@ def test_soak_collects_a_lost_host_as_unknown(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "results.jsonl").read_text())["host"] == "a@b"
 
 
+
+def test_the_fleet_names_a_hosts_soak_as_the_soak_job_writes_it() -> None:
+    """The fleet reads a host's soak from its files (the jobs do not import each other): the
+    node id it looks for must be the one the soak job writes."""
+    from harness.jobs.soak.model import NODE_ID
+    assert soak.NODE_ID == NODE_ID
+
+
+def test_soak_over_hosts_bad_input_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "soak", "--cycles", "1",
+                           "--tx", "nonsense", "--report", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "expected one of popen" in proc.stderr, proc.stderr
+
+
 # -- merge ------------------------------------------------------------------------------------
 
 def shard_folder(tmp: Path, k: int, n: int, results: list[dict], collected: list[str],

@@ -41,6 +41,7 @@ from harness.jobs.bench.figures import (
 from harness.runtime.image import busybox_image
 from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime
 from harness.session import schedule
+from harness.session.pace import worker_count
 
 
 def machine_busy_s() -> float:
@@ -173,23 +174,6 @@ def main(args: argparse.Namespace) -> int:
          "scenarios": figures, "scenario_cpu": cpu,
          "family_cpu": {k: by_family(v) for k, v in cpu.items()}}, indent=1))
     return 0
-
-
-def worker_count(text: str) -> str:
-    """argparse type of `-n`: a positive number of workers, or pytest-xdist's `auto` /
-    `logical`. Raises argparse.ArgumentTypeError otherwise: `-n 0` would be a serial gate
-    under the parallel run's name."""
-    if text in ("auto", "logical"):
-        return text
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of workers (a positive integer, or auto)") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(
-            f"{n} workers cannot run the gate; give 1 or more (1 runs it serially)")
-    return str(n)
 
 
 def add_parser(sub: Any) -> None:

@@ -16,21 +16,44 @@ import shutil
 import tarfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from harness.common.errors import UsageError
-from harness.jobs.fleet.hosts import HOSTS_FILE, Host
+from harness.common.paths import PROJECT
+from harness.jobs.fleet.hosts import HOSTS_FILE, Host, resolve_hosts
 from harness.jobs.fleet.plugin import LOST_CHECK
-from harness.jobs.soak.model import NODE_ID
 from harness.session.stopping import append_result, unfinished_judgement
 
 # Beyond the soak's own budget: preparing the host, shrinking, the report, the transfer.
 MARGIN_S = 1800.0
+# The node id (and scenario folder) a host's soak writes its result under: the soak job's
+# harness.jobs.soak.model.NODE_ID, read here from its files, not its code (tests/test_fleet.py
+# checks that the two agree).
+NODE_ID = "soak"
 REMOTE_SOURCE = """
 from harness.jobs.fleet import soak
 soak.on_host(channel)
 """
+
+
+def add_host_arguments(p: Any) -> None:
+    """The soak's --tx/--hosts options (the CLI adds them to `soak`)."""
+    p.add_argument("--tx", action="append", metavar="SPEC",
+                   help="soak on this host too (repeatable; an xdist --tx spec, see `gate "
+                        "--tx`): one soak per host at once, seeds SEED, SEED+1, ...")
+    p.add_argument("--hosts", metavar="FILE",
+                   help="soak on the hosts of this TOML file (harness/jobs/fleet/hosts.py)")
+
+
+def soak_on_hosts(args: Any, say: Any = print) -> int:
+    """`soak --tx/--hosts`: the hosts resolved (bad input raises UsageError in one line), the
+    report folder (`--report`, else reports/soak-<time>), then run_soak_on_hosts."""
+    hosts = resolve_hosts(args.tx, args.hosts)
+    report = Path(args.report).resolve() if args.report else \
+        PROJECT / "reports" / datetime.now(UTC).strftime("soak-%Y%m%dT%H%M%SZ")
+    return run_soak_on_hosts(hosts, args, report, say=say)
 
 
 def soak_argv(args: Any, seed: int | None) -> list[str]:

@@ -39,11 +39,13 @@ from harness.jobs.matrix.grid import (
     render_grid,
 )
 from harness.jobs.matrix.releases import order_specs, release_specs, version_of
-from harness.jobs.repeat.stability import read_run
 from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
 from harness.judge.known import load_table, wildcard
+from harness.report.build import read_run, templates
 from harness.runtime.spec import RuntimeSpec
 from harness.session import interrupt, seeds
+from harness.session.pace import worker_count, workers_or_chosen
+from harness.session.selection import resolve_scenarios
 
 HOSTILE_ENV = "BOXLITE_CHAOS_HOSTILE_EXAMPLES"
 BUDGET_ENV = "BOXLITE_CHAOS_HOSTILE_BUDGET_S"
@@ -120,7 +122,6 @@ def run_column(spec: str, folder: Path, seed: int, workers: str,
 def write_matrix(folder: Path, data: dict[str, Any], name: str) -> None:
     """matrix.json (everything), matrix-summary.json (the compact form a known-failures
     entry cites: one symbol per runtime for each row) and matrix.html."""
-    from harness.report.build import templates
     (folder / "matrix.json").write_text(json.dumps(data, indent=1))
     keys = [r["key"] for r in data["runtimes"]]
     compact = {"run": name, "runtimes": keys, "legend": LEGEND,
@@ -340,7 +341,6 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     for spec in args.runtime or ():
         RuntimeSpec.parse(spec)             # a malformed spec fails before anything starts
     if args.scenario:
-        from harness.cli import resolve_scenarios
         resolve_scenarios(args.scenario)    # an unknown scenario name fails here
     if args.nightly:
         args.hostile_examples = (NIGHTLY_HOSTILE_EXAMPLES if args.hostile_examples is None
@@ -360,13 +360,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     folder = (Path(args.report).resolve() if args.report
               else PROJECT / "reports" / f"{'bisect' if args.bisect else 'matrix'}-{stamp}")
     folder.mkdir(parents=True, exist_ok=True)
+    args.workers = workers_or_chosen(args.workers)     # once, the same for every runtime
     if args.bisect:
         return run_bisect(args, folder, seed)
     return run_matrix(args, folder, seed)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from harness.jobs.bench.gate import worker_count
     m = sub.add_parser("matrix", help="the gate once per runtime (default: every published "
                                       "release), one scenario x check x runtime report")
     m.add_argument("--runtime", action="append", metavar="SPEC",
@@ -375,8 +375,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
     m.add_argument("-k", help="pytest -k expression")
     m.add_argument("--report", help="matrix folder (default: reports/matrix-<time>)")
-    m.add_argument("-n", "--workers", default="4", type=worker_count,
-                   help="parallel workers of each runtime's gate (default 4)")
+    m.add_argument("-n", "--workers", type=worker_count,
+                   help="parallel workers of each runtime's gate (default: chosen from this "
+                        "machine's cores and memory, harness/session/pace.py)")
     m.add_argument("--seed", help=f"the generated cases' seed (default {seeds.GATE_SEED})")
     m.add_argument("--hostile-examples", type=int, metavar="N",
                    help="generated cases per hostile family (default: the gate's 40; the "

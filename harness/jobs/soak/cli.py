@@ -41,26 +41,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-starting", type=int, default=MAX_STARTING)
     p.add_argument("--shrink-s", type=float, default=600.0,
                    help="seconds for shrinking failures, in all (0: do not shrink)")
-    p.add_argument("--tx", action="append", metavar="SPEC",
-                   help="soak on this host too (repeatable; an xdist --tx spec, see `gate "
-                        "--tx`): one soak per host at once, seeds SEED, SEED+1, ...")
-    p.add_argument("--hosts", metavar="FILE",
-                   help="soak on the hosts of this TOML file (harness/jobs/fleet/hosts.py)")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse what no soak can run, here or on hosts: raises SetupError for --cycles below 1."""
+    if args.cycles is not None and args.cycles < 1:
+        raise SetupError("--cycles must be at least 1")
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    if args.cycles is not None and args.cycles < 1:
-        raise SetupError("--cycles must be at least 1")
-    if getattr(args, "tx", None) or getattr(args, "hosts", None):
-        from datetime import UTC, datetime
-
-        from harness.jobs.fleet.hosts import resolve_hosts
-        from harness.jobs.fleet.soak import run_soak_on_hosts
-        from harness.jobs.soak.model import REPORTS
-        hosts = resolve_hosts(args.tx, args.hosts)
-        report = Path(args.report).resolve() if args.report else \
-            REPORTS / datetime.now(UTC).strftime("soak-%Y%m%dT%H%M%SZ")
-        return run_soak_on_hosts(hosts, args, report)
+    """One soak on this machine (across hosts, the CLI hands it to harness.jobs.fleet.soak)."""
+    check_arguments(args)
     res = run_soak(Budget(args.duration, args.cycles), args.runtime,
                    Path(args.report) if args.report else None, args.seed,
                    max_boxes=args.max_boxes, max_starting=args.max_starting,
