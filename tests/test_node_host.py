@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.common.errors import HostError
-from harness.runtime.host import BARE, Flavour, HostFactory, RuntimeOpError
+from harness.runtime.host import (
+    BARE,
+    Flavour,
+    FlavourRefused,
+    HostFactory,
+    RuntimeOpError,
+    refusal,
+)
 from harness.runtime.spec import RuntimeEnv, RuntimeSpec
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None,
@@ -163,9 +169,20 @@ def test_no_handler_dies_of_sigterm(factory):
     assert host.wait_exit(10).returncode == -signal.SIGTERM
 
 
-def test_the_python_only_reaper_is_refused_in_one_line(factory):
-    with pytest.raises(HostError, match="--reaper global does not apply to the Node SDK host"):
+def test_the_python_only_reaper_is_refused_in_one_line(factory, fake_env):
+    with pytest.raises(FlavourRefused, match="--reaper global does not apply to the Node SDK"):
         factory.start(flavour=Flavour(reaper="global"))
+    assert refusal(fake_env, Flavour(reaper="global")) is not None
+    assert refusal(fake_env, BARE) is None
+
+
+def test_the_node_host_itself_refuses_the_reaper(fake_env, tmp_path):
+    """Started past the harness's own refusal, host_main.mjs says it too, before ready."""
+    import subprocess
+    proc = subprocess.run([*fake_env.host_argv(), "--home", str(tmp_path / "h"),
+                           "--reaper", "global"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "--reaper global does not apply to the Node SDK host" in proc.stderr
 
 
 def test_spawned_children_keep_their_exit_codes(factory):

@@ -65,6 +65,22 @@ SDK_DEFAULT = Flavour(runtime="default", sigterm="sdk")
 BARE = Flavour()
 
 
+class FlavourRefused(HostError):
+    """The host program of this runtime's SDK cannot be this flavour (the Node host has no
+    process-wide reaper); the message says which flag and why. A scenario that needs the
+    flavour cannot judge it on this runtime."""
+
+
+def refusal(env: RuntimeEnv, flavour: Flavour) -> str | None:
+    """Why `env`'s host program cannot be `flavour`, or None. The Node host refuses the same
+    flag itself; asking here saves starting node to hear it."""
+    if env.sdk == "node" and flavour.reaper != "none":
+        return (f"--reaper {flavour.reaper} does not apply to the Node SDK host: Node has no "
+                "process-wide waitpid(-1) (the reverted reaper of upstream issue 523 is "
+                "Python-only)")
+    return None
+
+
 class RuntimeOpError(Exception):
     """The runtime answered an operation with an error (data, not a harness failure)."""
 
@@ -101,6 +117,11 @@ class RuntimeHost:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> RuntimeHost:
+        """Start the host and wait for it to say ready. Raises FlavourRefused when its SDK's
+        host cannot be this flavour, HostError when it exits or stays silent."""
+        why = refusal(self.env, self.flavour)
+        if why:
+            raise FlavourRefused(f"{self.name}: {why}")
         self.home.mkdir(parents=True, exist_ok=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BOXLITE")}
