@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.common.procs import Proc, alive
 from harness.common.wait import wait_for
-from harness.faults.shim import Proc
 from harness.observe.history import read_history
 from harness.report.build import summarize
 from harness.scenario.context import DiskFull, GuardedHistory, keep_whole_lines, require_space
@@ -125,7 +125,7 @@ def test_second_signal_kills_what_the_process_started():
         assert "stopped at once" in proc.stderr
         # SIGKILL is sent before the exit, but a loaded machine may not have run the kid's
         # death yet (seen: state R just after); one not killed sleeps on for a minute.
-        wait_for(lambda: not interrupt.running(kid), 30,
+        wait_for(lambda: not alive(kid), 30,
                  f"the kid (pid {kid.pid}), SIGKILLed by stop_at_once, to end")
     finally:
         interrupt.send([kid], signal.SIGKILL)           # one that outlived the stop

@@ -34,8 +34,8 @@ from typing import Any
 
 import psutil
 
+from harness.common.procs import Proc, alive
 from harness.common.wait import hold, poll_until, wait_for
-from harness.faults.shim import Proc
 
 # 128 + SIGINT, as a shell reports a ^C'd command: interrupted, stopped in order, reported.
 EXIT_INTERRUPTED = 130
@@ -178,20 +178,12 @@ def send(procs: Iterable[Proc], sig: int) -> list[Proc]:
     return done
 
 
-def running(proc: Proc) -> bool:
-    p = proc.same()
-    try:
-        return p is not None and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def wait_ended(procs: Iterable[Proc], until: float, interval_s: float = 0.05) -> list[Proc]:
     """Wait until each has ended or the monotonic time `until`; returns those still running."""
     procs = list(procs)
-    poll_until(lambda: not any(map(running, procs)), max(0.0, until - time.monotonic()),
+    poll_until(lambda: not any(map(alive, procs)), max(0.0, until - time.monotonic()),
                f"{len(procs)} process(es) to end", interval_s)
-    return [p for p in procs if running(p)]
+    return [p for p in procs if alive(p)]
 
 
 def stop_at_once(code: int = EXIT_AT_ONCE, why: str = "") -> None:

@@ -31,8 +31,8 @@ import psutil
 import pytest
 
 from harness.common.errors import HarnessError
+from harness.common.procs import Proc, alive
 from harness.common.wait import poll_until
-from harness.faults.shim import Proc
 from harness.judge.known import load_table
 from harness.leftovers import markers, sweep
 from harness.leftovers.footprint import FootprintSampler
@@ -146,10 +146,10 @@ def _stop_helper(config: pytest.Config) -> None:
             if not ds.shouldstop:           # (re)set: a loop starting now clears it
                 ds.shouldstop = f"interrupted by {stop.describe()}"
             ds.queue.put(("bxc_wake", {}))      # the controller's loop checks shouldstop
-            return not any(map(interrupt.running, workers.values()))
+            return not any(map(alive, workers.values()))
         poll_until(workers_ended, max(0.0, stop.t + interrupt.WORKER_STOP_S - time.monotonic()),
                    "the workers to end their scenarios", 0.2)
-        late = {gw: p for gw, p in workers.items() if interrupt.running(p)}
+        late = {gw: p for gw, p in workers.items() if alive(p)}
         _run.killed_workers.update(late)
         interrupt.send(late.values(), signal.SIGKILL)
     interrupt.enforce_bound()
