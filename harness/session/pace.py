@@ -12,8 +12,9 @@ Why memory: every worker holds its pytest process, its runtime hosts and their V
 One init-tier scenario (guest_hang at boot, one host and one VM) peaked at 153 MiB PSS summed
 over the worker and its descendants (181 MiB RSS; the worker 88 MiB PSS, the host 35, the VM
 29: its guest never ran, so its memory was never touched), sampled every 0.25 s from /proc on
-2026-12-06. A guest that boots touches its memory, and some scenarios run two hosts, so a
-worker is allowed MIB_PER_WORKER, about three times that peak.
+2026-12-06; a hostile family (hostile_options[process-cmd_user], one box per case) peaked at
+165 MiB PSS (194 MiB RSS). A guest that boots touches its memory, and some scenarios run two
+hosts, so a worker is allowed MIB_PER_WORKER, about three times those peaks.
 
 The rule: PER_CORE workers per usable core (os.sched_getaffinity), no more than the available
 memory (psutil's `available`, less HEADROOM_MIB for the controller and the rest of the machine)
