@@ -27,22 +27,36 @@ MOUNT_TIMEOUT_S = 30.0
 FILLER_NAME = ".bxc-filler"
 KINDS = ("tmpfs", "ext4")
 
-# Where a home's first box fails, by the free space (KiB) the home has when the step runs: a
-# fresh home on a tmpfs of SIZE_MIB, the runtime opened on it, then filled to leave this much
-# before the step (create, or start). Measured with boxlite 0.10.8 on this machine, 2026-12-07
-# (scripts: the `measure_levels` scenario of scenarios/storage/test_disk_full.py, which records
-# each level's outcome; the first probe's figures are in ../shared/BOXLITE_NOTES.md "Storage":
-# ~76 MiB for a first box on tmpfs, 32 MiB fails the disk build, 64 MiB gets past it).
-# phase: (step the fill precedes, free KiB left, what the runtime does there)
+# Where a home's first box fails, by the free space (KiB) left just before the step: a fresh
+# home on a tmpfs of SIZE_MIB, filled by FillDisk. Measured with boxlite 0.10.8 on this machine
+# (2 cores, nested PVM), 2026-12-07, one start per level (a script driving RuntimeHost over
+# these levels; the scenarios of scenarios/storage/test_disk_full.py repeat the chosen ones).
+# The first probe's rougher figures are in ../shared/BOXLITE_NOTES.md "Storage".
+#   step    free KiB  what 0.10.8 did
+#   open    0         Boxlite() raises StorageError "... database or disk is full"
+#   open    16        Boxlite() raises StorageError "... disk I/O error" (the WAL index)
+#   open    64        "database or disk is full" again; 256: opens
+#   create  0         create raises "database or disk is full"; 256 refused once, accepted once
+#   start   0         container rootfs copy fails (ENOSPC), and the Failed state cannot be
+#                     written: record `configured`, no reason ("Failed to persist Failed state")
+#   start   8192      guest rootfs copy (boxlite-guest, 20 MiB, staged in HOME/tmp): failed, ENOSPC
+#   start   32768     busybox copy / mke2fs: failed with the ENOSPC reason
+#   start   49152     mke2fs ("populating file system"): failed with the ENOSPC reason
+#   start   65536     shim copy cut short (libkrunfw.so.5 10.8 of 21.4 MiB), spawn fails ENOSPC,
+#                     Failed state not written: `configured`, no reason
+#   start   73728-75904  the same, libkrunfw 19.2-21.4 MiB copied
+#   start   75968+    the shim spawns; the VM then fails on its own (KVM_EXIT_INTERNAL_ERROR here)
+# The window where the copies fit and the shim's first stderr write does not (the probe's exit
+# 101) is under 64 KiB wide (75904 fails at the copy, 75968 spawns): not reproducible by a level.
 SIZE_MIB = 160
-LEVELS: dict[str, tuple[str, int, str]] = {
-    # The store's first write of the box (box_config/box_state) cannot be made.
-    "create": ("create", 0, "create raises; SQLite says 'database or disk is full'"),
-    # Past create, the filesystem stage writes the disk images (HOME/tmp staging, mke2fs).
-    "disk_build": ("start", 16 * 1024, "start fails while building the box's disks"),
-    # Disks made, the copy of boxlite-shim (27 MiB) and libkrunfw (20 MiB) into the box folder
-    # does not fit.
-    "shim_copy": ("start", 48 * 1024, "the shim copy fails"),
+LEVELS: dict[str, tuple[str, int]] = {      # phase: (step the fill precedes, free KiB left)
+    "open": ("open", 0),
+    "open_io": ("open", 16),
+    "create": ("create", 0),
+    "start_full": ("start", 0),
+    "disk_build": ("start", 32 * 1024),
+    "shim_copy": ("start", 64 * 1024),
+    "shim_spawn": ("start", 96 * 1024),
 }
 
 
@@ -51,6 +65,25 @@ def free_bytes(path: Path) -> int:
     reserves; our ext4 images reserve none)."""
     st = os.statvfs(path)
     return st.f_bfree * st.f_frsize
+
+
+def refuses_writes(home: Path, size: int = 64 * KIB) -> str | None:
+    """Whether `home` refuses a write of `size` bytes now (written, fsynced, removed): the
+    error's name (ENOSPC, ...) or None when it took it. A fact, where statvfs is not one: ext4
+    keeps blocks back that f_bfree counts (~0.6-3 MiB on a 160 MiB image, 2026-12-07)."""
+    probe = home / ".bxc-write-probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"\0" * size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return None
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc))
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def _run(argv: list[str], what: str) -> None:
