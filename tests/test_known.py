@@ -7,6 +7,7 @@ from packaging.specifiers import SpecifierSet
 
 from harness.common.errors import SetupError
 from harness.jobs.matrix.releases import RELEASES
+from harness.judge import checks
 from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
 from harness.judge.known import (
     DEFAULT_TABLE,
@@ -15,19 +16,26 @@ from harness.judge.known import (
     FIXED,
     KNOWN,
     PASS,
+    UNEXPECTED,
     UNSEEN,
     KnownFailure,
+    Symptom,
+    describe,
+    facts_from_event,
     judge,
     load_table,
 )
+from harness.observe.records import RecordRead
 
 SCENARIO = "scenarios/init/test_guest_hang.py::test_guest_hang_at_boot_fails_the_box_with_a_timeout"
 
 
 def kf(check: str = "record_failed*", versions: str = "==0.10.8",
-       scenarios: str | tuple[str, ...] = "*", id: str = "bug-1") -> KnownFailure:
+       scenarios: str | tuple[str, ...] = "*", id: str = "bug-1",
+       symptom: dict | None = None, witness: tuple[str, ...] = ("w",)) -> KnownFailure:
     scen = (scenarios,) if isinstance(scenarios, str) else scenarios
-    return KnownFailure(id, check, SpecifierSet(versions), scen, "why", "seen")
+    return KnownFailure(id, check, SpecifierSet(versions), scen, "why", "seen",
+                        symptom=Symptom.parse(symptom) if symptom else None, witness=witness)
 
 
 def v(status: str, check: str = "record_failed_live") -> Verdict:
@@ -41,9 +49,22 @@ def test_violated_and_known_is_known():
     assert j.to_json()["status"] == VIOLATED
 
 
-def test_holds_and_known_is_fixed_and_fails():
-    j = judge(v(HOLDS), "0.10.8", SCENARIO, [kf()])
+def test_holds_and_known_is_fixed_and_fails_only_with_its_witness():
+    j = judge(v(HOLDS), "0.10.8", SCENARIO, [kf()], witnessed=["w"])
     assert j.outcome == FIXED and FIXED in FAILING
+    # Without the witness nothing shows the bug's path ran: unknown, not fixed.
+    j = judge(v(HOLDS), "0.10.8", SCENARIO, [kf()])
+    assert (j.outcome, j.verdict.status) == (FAIL, UNKNOWN)
+    assert "no witness" in j.verdict.summary and j.verdict.evidence["witness_missing"] == ["w"]
+    assert j.verdict.evidence["held"] == "summary"
+    # Every witness pattern must be seen; a pattern may use *.
+    two = kf(witness=("failed:start", "fault:*"))
+    assert judge(v(HOLDS), "0.10.8", SCENARIO, [two], ["failed:start"]).outcome == FAIL
+    assert judge(v(HOLDS), "0.10.8", SCENARIO, [two],
+                 ["failed:start", "fault:kill_shim"]).outcome == FIXED
+    # A check may carry its own witness in its evidence.
+    own = Verdict("record_failed_live", HOLDS, {"witnessed": ["w"]}, "summary")
+    assert judge(own, "0.10.8", SCENARIO, [kf()]).outcome == FIXED
 
 
 def test_unknown_fails_known_or_not():
@@ -112,20 +133,63 @@ def test_the_real_table_loads():
                    for v in (*RELEASES, "20.10.24+dfsg1")), k.id
 
 
-@pytest.mark.parametrize("check_id", ["record_failed[live.get_info]", "read_paths_agree[live]",
-                                      "record_failed[after_shutdown.get_info]"])
-def test_the_real_table_applies_to_the_checks_it_names(check_id):
-    # Check ids carry brackets: the table's patterns must match them literally.
-    j = judge(v(VIOLATED, check_id), "0.10.8", SCENARIO + "[exit]", load_table())
+def _read(path: str, status: str | None, reason: str | None = None) -> RecordRead:
+    return RecordRead(path, present=status is not None, status=status, reason=reason,
+                      exposes_reason=path.startswith("store"))
+
+
+REASON = "engine reported an error: The VM failed to start."
+
+
+@pytest.mark.parametrize("verdict", [
+    checks.record_failed(_read("live.get_info", "configured"), "timeout"),
+    checks.read_paths_agree([_read("live.get_info", "configured"),
+                             _read("live.list_info", "failed"), _read("store", "failed", REASON)],
+                            "live"),
+    checks.record_failed(_read("after_shutdown.get_info", "configured"), "timeout"),
+], ids=lambda x: x.check)
+def test_the_real_table_knows_the_symptoms_it_names(verdict):
+    # Check ids carry brackets: the table's patterns must match them literally; the verdicts
+    # come from the checks, shaped as 0.10.8 showed them.
+    j = judge(verdict, "0.10.8", SCENARIO + "[exit]", load_table())
     assert j.outcome == KNOWN, j.to_json()
+
+
+@pytest.mark.parametrize("verdict, entry", [
+    # The record deleted where the known bug leaves it 'configured'.
+    (checks.record_failed(_read("live.get_info", None), "timeout"),
+     "live-get-info-stale-after-init-failure"),
+    # A status nobody has seen on the live path.
+    (checks.record_failed(_read("live.get_info", "stopping"), "timeout"),
+     "live-get-info-stale-after-init-failure"),
+    # The paths disagreeing the other way round.
+    (checks.read_paths_agree([_read("live.get_info", "failed"),
+                              _read("live.list_info", "configured"),
+                              _read("store", "configured")], "live"),
+     "live-read-paths-disagree-after-init-failure"),
+    # The shutdown keeping the reason but writing another status.
+    (checks.record_failed(_read("store.after_shutdown", "stopped", REASON), "timeout"),
+     "graceful-shutdown-overwrites-failed-record"),
+], ids=lambda x: getattr(x, "check", x))
+def test_a_new_bug_behind_a_known_check_is_unexpected_and_fails(verdict, entry):
+    j = judge(verdict, "0.10.8", SCENARIO + "[exit]", load_table())
+    assert j.outcome == UNEXPECTED and UNEXPECTED in FAILING, j.to_json()
+    assert j.known.id == entry and j.mismatch and j.mismatch[0].startswith(entry)
+    line = describe(j)
+    assert f"not the known symptom of {entry}" in line and "expected" in line and "saw" in line
+    assert j.to_json()["symptom_mismatch"] == j.mismatch
 
 
 def test_a_scenario_scoped_entry_applies_only_to_its_scenario():
     table = load_table()
-    check_id = "record_failed[store]"
     crash = "scenarios/init/test_shim_crash.py::test_shim_crash[at_spawn]"
-    assert judge(v(VIOLATED, check_id), "0.10.8", crash, table).outcome == KNOWN
-    assert judge(v(VIOLATED, check_id), "0.10.8", SCENARIO, table).outcome == FAIL
+    verdict = checks.record_failed(_read("store", "failed", REASON), "shim_exit")
+    assert judge(verdict, "0.10.8", crash, table).outcome == KNOWN
+    assert judge(verdict, "0.10.8", SCENARIO, table).outcome == FAIL
+    # A reason that names some other cause is not this bug's symptom.
+    other = checks.record_failed(_read("store", "failed", "engine reported an error: boot "
+                                                         "image corrupt"), "shim_exit")
+    assert judge(other, "0.10.8", crash, table).outcome == UNEXPECTED
 
 
 @pytest.mark.parametrize("pattern, check_id, applies", [
@@ -155,6 +219,8 @@ GOOD_ENTRY = '''
 [[failure]]
 id = "x"
 check = "record_failed*"
+symptom = { "read.status" = "configured" }
+witness = "failed:start"
 versions = "==1.0.0"
 reason = "r"
 evidence = "e"
@@ -176,6 +242,14 @@ def test_a_minimal_table_loads(tmp_path):
     ("[[failure]\nid = 1", "known-failures table"),                         # not TOML
     (GOOD_ENTRY.replace('reason = "r"\n', ""), "entry 1 is malformed"),    # missing field
     (GOOD_ENTRY + GOOD_ENTRY.replace('"==1.0.0"', '"banana"'), "entry 2 is malformed"),
+    (GOOD_ENTRY.replace('symptom = { "read.status" = "configured" }\n', ""), "symptom"),
+    (GOOD_ENTRY.replace('witness = "failed:start"\n', ""), "witness"),
+    (GOOD_ENTRY.replace('"read.status" = "configured"', '"read.status" = { re = "(" }'),
+     "entry 1 is malformed"),
+    (GOOD_ENTRY.replace('"read.status" = "configured"', '"read.status" = { like = "x" }'),
+     "entry 1 is malformed"),
+    (GOOD_ENTRY.replace('symptom = { "read.status" = "configured" }', "symptom = {}"),
+     "entry 1 is malformed"),
 ])
 def test_a_malformed_table_is_a_setup_error(tmp_path, text, match):
     path = tmp_path / "t.toml"
@@ -269,14 +343,101 @@ def test_an_entry_can_leave_out_checks_its_pattern_covers(tmp_path):
 def test_a_lost_shutdown_log_is_known_and_a_missing_shutdown_is_not():
     """The shutdown-log race has its own check id: the table names it, and only it, so a
     runtime whose log says something but not its shutdown is still red."""
-    from harness.judge import checks
     table = load_table()
     node = ("scenarios/shutdown/test_sigterm_shutdown.py::"
             "test_host_stops_with_boxes_in_every_state[sdk_default-n1]")
-    lost = judge(checks.runtime_shutdown_ran("", 0), "0.10.8", node, table)
+    lost = judge(checks.runtime_shutdown_ran("", 0, ["shim.pid of initializing1 deleted"]),
+                 "0.10.8", node, table)
     assert lost.outcome == KNOWN and lost.known.id == "shutdown-log-lost-at-exit"
     missing = judge(checks.runtime_shutdown_ran("INFO something else\n", 0), "0.10.8", node,
                     table)
     assert missing.outcome == FAIL
     killed = judge(checks.runtime_shutdown_ran("", -15), "0.10.8", node, table)
     assert killed.outcome == FAIL
+
+
+# -- symptoms and witnesses ---------------------------------------------------------------
+
+EV = {"read": {"path": "live.get_info", "status": "configured", "reason": None, "n": 3},
+      "values": {"live.get_info": "configured", "live.list_info": "failed"},
+      "orphans": [{"kind": "bwrap", "box": "initializing1"}, {"kind": "vm", "box": "hung2"}],
+      "empty": []}
+
+
+@pytest.mark.parametrize("symptom, matches", [
+    ({"read.status": "configured"}, True),
+    ({"read.status": "failed"}, False),
+    ({"read.status": ["configured", "stopped"]}, True),
+    ({"read.status": {"re": "^conf"}}, True),
+    ({"read.status": {"not": "configured"}}, False),
+    ({"read.reason": {"absent": True}}, True),          # null is absent (TOML has no null)
+    ({"read.nothing": {"absent": True}}, True),
+    ({"read.status": {"absent": True}}, False),
+    ({"read.n": {"min": 3, "max": 3}}, True),
+    ({"read.n": {"min": 4}}, False),
+    ({"read.status": {"min": 1}}, False),              # not a number
+    ({"values.live.get_info": "configured"}, True),     # keys that hold dots
+    ({"values.live.list_info": "configured"}, False),
+    ({"orphans.kind": ["bwrap", "vm"]}, True),          # every element
+    ({"orphans.kind": "bwrap"}, False),
+    ({"orphans.box": {"re": "^(initializing|hung)\\d+$"}}, True),
+    ({"orphans": {"len": 2}}, True),
+    ({"empty.kind": "bwrap"}, False),                   # through an empty list: nothing seen
+    ({"empty": {"len": 0}}, True),
+    ({"summary": {"re": "disagree"}}, True),
+    ({"check": "c[x]"}, True),
+])
+def test_a_symptom_matches_the_evidence_it_describes(symptom, matches):
+    verdict = Verdict("c[x]", VIOLATED, EV, "read paths disagree")
+    miss = Symptom.parse(symptom).mismatches(verdict)
+    assert (not miss) == matches, miss
+    if miss:
+        assert miss[0].startswith(next(iter(symptom))) and "expected" in miss[0]
+
+
+def test_the_first_entry_whose_symptom_shows_is_named():
+    table = [kf(id="a", symptom={"read.status": "stopped"}),
+             kf(id="b", symptom={"read.status": "configured"})]
+    j = judge(Verdict("record_failed[x]", VIOLATED, EV, "s"), "0.10.8", SCENARIO, table)
+    assert (j.outcome, j.known.id) == (KNOWN, "b")
+    j = judge(Verdict("record_failed[x]", VIOLATED, {"read": {"status": "running"}}, "s"),
+              "0.10.8", SCENARIO, table)
+    assert j.outcome == UNEXPECTED and [m.split(":")[0] for m in j.mismatch] == ["a", "b"]
+
+
+@pytest.mark.parametrize("event, facts", [
+    ({"kind": "invoke", "op": "start"}, ["sent:start"]),
+    ({"kind": "ok", "op": "stop"}, ["called:stop", "ok:stop"]),
+    ({"kind": "fail", "op": "start", "error": {"type": "EngineError"}}, ["called:start",
+                                                                         "failed:start"]),
+    ({"kind": "fail", "op": "start", "error": "harness timeout"}, []),   # no answer
+    ({"kind": "fault", "fault": "kill_shim"}, ["fault:kill_shim"]),
+    ({"kind": "witness", "name": "shutdown_ran"}, ["shutdown_ran"]),
+    ({"kind": "note", "x": 1}, []),
+])
+def test_the_history_says_which_paths_ran(event, facts):
+    assert facts_from_event(event) == facts
+
+
+def test_every_strict_entry_of_the_real_table_names_a_witness_and_all_a_symptom():
+    for k in load_table():
+        assert k.symptom is not None and k.symptom.matchers, k.id
+        assert k.witness or not k.strict, k.id
+
+
+def test_a_shutdown_that_never_ran_is_not_taken_for_a_lost_log():
+    """exit 0 and nothing logged: the lost-log race when the home shows the shutdown ran,
+    a plain red when nothing does; the witness of the overwrite bug goes with it."""
+    table = load_table()
+    node = ("scenarios/shutdown/test_sigterm_shutdown.py::"
+            "test_host_stops_with_boxes_in_every_state[sdk_default-n1]")
+    ran = judge(checks.runtime_shutdown_ran("", 0, ["store boxlite.db-wal written"]), "0.10.8",
+                node, table)
+    assert ran.outcome == KNOWN and ran.known.id == "shutdown-log-lost-at-exit"
+    never = judge(checks.runtime_shutdown_ran("", 0, []), "0.10.8", node, table)
+    assert never.outcome == FAIL and never.known is None
+    held = checks.record_failed(_read("store.after_shutdown.failed3", "failed", REASON),
+                                "boot_failure")
+    assert judge(held, "0.10.8", node, table, ["failed:start"]).verdict.status == UNKNOWN
+    assert judge(held, "0.10.8", node, table,
+                 ["failed:start", "shutdown_ran"]).outcome == FIXED

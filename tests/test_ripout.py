@@ -101,8 +101,13 @@ def test_runtime_shutdown_ran():
     # Nothing at all after the signal and exit 0: the lines were lost at exit, under its own
     # id (a non-strict known failure names it); with another exit it is the check itself,
     # as on the rip-out side (sigterm=none: killed by the signal, nothing logged).
-    lost = checks.runtime_shutdown_ran("", 0)
+    lost = checks.runtime_shutdown_ran("", 0, ["shim.pid of initializing1 deleted"])
     assert (lost.check, lost.status) == ("runtime_shutdown_ran[log_lost]", VIOLATED)
+    # Nothing logged and nothing in the home shows a shutdown: one that never ran, plainly red;
+    # the home not read: unknown.
+    never = checks.runtime_shutdown_ran("", 0, [])
+    assert (never.check, never.status) == ("runtime_shutdown_ran", VIOLATED)
+    assert checks.runtime_shutdown_ran("", 0).status == UNKNOWN
     killed = checks.runtime_shutdown_ran("", -15)
     assert (killed.check, killed.status) == ("runtime_shutdown_ran", VIOLATED)
 

@@ -194,6 +194,7 @@ class StubChaos:
         self.events: list[dict] = []
         self.history = SimpleNamespace(append=lambda kind, **f: self.events.append(f))
         self.judgements: list = []
+        self.witnessed: dict = {}
 
 
 def gone(status: str) -> Verdict:

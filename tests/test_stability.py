@@ -65,7 +65,8 @@ def test_a_stable_gate_has_no_flakes_and_says_so(tmp_path):
     assert [(g["gate"], g["green"]) for g in data["runs"]] == [("green", True)] * 3
     assert data["flakes"] == []
     live = row(data, A, LIVE)
-    assert live["outcomes"] == {"pass": 0, "fail": 0, "known": 3, "fixed": 0, "unseen": 0}
+    assert live["outcomes"] == {"pass": 0, "fail": 0, "known": 3, "fixed": 0, "unseen": 0,
+                                  "unexpected": 0}
     assert live["statuses"] == {"holds": 0, "violated": 3, "unknown": 0}
     assert (live["absent"], live["flake"], live["identical_pass"]) == (0, False, False)
     assert row(data, B, ZOMBIES)["identical_pass"]
@@ -97,7 +98,8 @@ def test_a_flaky_check_carries_the_evidence_of_both_sides(tmp_path):
     [flake] = data["flakes"]
     assert (flake["scenario"], flake["check"]) == (B, ZOMBIES)
     assert data["checks"][0] == flake                      # flakes come first
-    assert flake["outcomes"] == {"pass": 2, "fail": 2, "known": 0, "fixed": 0, "unseen": 0}
+    assert flake["outcomes"] == {"pass": 2, "fail": 2, "known": 0, "fixed": 0, "unseen": 0,
+                                  "unexpected": 0}
     assert flake["per_run"] == ["pass", "fail", "pass", "fail"]
     sides = {s["outcome"]: s for s in flake["sides"]}
     assert sides["pass"]["runs"] == [1, 3] and sides["pass"]["summary"] == "no_zombies holds"
@@ -159,7 +161,8 @@ def test_a_check_unknown_in_one_run(tmp_path):
 
     store_a = row(data, A, STORE)
     assert store_a["statuses"] == {"holds": 2, "violated": 0, "unknown": 1}
-    assert store_a["outcomes"] == {"pass": 2, "fail": 1, "known": 0, "fixed": 0, "unseen": 0}
+    assert store_a["outcomes"] == {"pass": 2, "fail": 1, "known": 0, "fixed": 0, "unseen": 0,
+                                  "unexpected": 0}
     assert store_a["per_run"] == ["pass", "pass", "unknown"] and store_a["flake"]
     fail = next(s for s in store_a["sides"] if s["outcome"] == "fail")
     assert fail["runs"] == [3] and fail["statuses"] == {"unknown": 1}

@@ -21,7 +21,7 @@ from harness.judge.verdict import (  # noqa: F401 - re-exported: checks.HOLDS an
     check,
     classify_reason,
 )
-from harness.observe.logs import EVIDENCE_FIELDS
+from harness.observe.logs import EVIDENCE_FIELDS, SHUTDOWN_LOGGED
 from harness.observe.records import FINAL, RecordRead
 
 
@@ -382,27 +382,44 @@ def disks_follow_record(read: RecordRead, disks: Sequence[str] | None) -> Verdic
 
 
 @check("runtime_shutdown_ran")
-def runtime_shutdown_ran(log_after_signal: str | None, exit_code: int | None) -> Verdict:
+def runtime_shutdown_ran(log_after_signal: str | None, exit_code: int | None,
+                         signs: Sequence[str] | None = None) -> Verdict:
     """On SIGTERM the runtime ran its own graceful shutdown (its log says it began one) and the
-    process then exited cleanly: the runner's SIGTERM wiring, seen through the runtime."""
-    ev = {"exit_code": exit_code, "log_tail": (log_after_signal or "")[-600:]}
+    process then exited cleanly: the runner's SIGTERM wiring, seen through the runtime.
+
+    `signs` are what the home shows of a shutdown besides the log (scenario.shutdown.
+    shutdown_signs: a starting box's shim.pid deleted, the store written); None when they were
+    not read. An exit 0 with nothing logged after the signal is a shutdown whose log lines
+    were lost (`[log_lost]`) only when a sign shows it ran; with none, nothing shows a
+    shutdown ran at all, and that is a plain violation."""
+    ev = {"exit_code": exit_code, "log_tail": (log_after_signal or "")[-600:],
+          "signs": None if signs is None else list(signs)}
     if log_after_signal is None:
         return Verdict("runtime_shutdown_ran", UNKNOWN, ev, "the runtime log could not be read")
     # The runtime logs the start of its shutdown synchronously; the closing line can be lost
     # when the process exits right after shutdown() returns (a non-blocking log writer).
-    done = "Initiating runtime shutdown" in log_after_signal
+    done = SHUTDOWN_LOGGED in log_after_signal
     ev["shutdown_logged"] = done
     ev["complete_logged"] = "Runtime shutdown complete" in log_after_signal
     if not done:
         if exit_code == 0 and not log_after_signal.strip():
-            # Its own id, so that the known failure for it names nothing else: the runtime
-            # exits before its non-blocking log writer has written the lines of its
-            # shutdown (the closing line is lost in 196 of 339 reads, on every release;
-            # all of them in 2).
-            return Verdict("runtime_shutdown_ran[log_lost]", VIOLATED, ev,
-                           "exit 0 after SIGTERM, but the runtime's log holds nothing after "
-                           "the signal: its writer lost the lines at exit, so whether its "
-                           "shutdown ran cannot be read there")
+            if signs is None:
+                return Verdict("runtime_shutdown_ran", UNKNOWN, ev,
+                               "exit 0 after SIGTERM and nothing logged after the signal, and "
+                               "the home was not read for signs of a shutdown")
+            if signs:
+                # Its own id, so that the known failure for it names nothing else: the
+                # runtime exits before its non-blocking log writer has written the lines of
+                # its shutdown (the closing line is lost in 196 of 339 reads, on every
+                # release; all of them in 2).
+                return Verdict("runtime_shutdown_ran[log_lost]", VIOLATED, ev,
+                               "exit 0 after SIGTERM, but the runtime's log holds nothing "
+                               "after the signal: its writer lost the lines at exit; the "
+                               f"home shows the shutdown ran ({'; '.join(signs)})")
+            return Verdict("runtime_shutdown_ran", VIOLATED, ev,
+                           "exit 0 after SIGTERM with nothing logged after the signal and no "
+                           "sign in the home that a shutdown ran (no shim.pid deleted, the "
+                           "store untouched)")
         return Verdict("runtime_shutdown_ran", VIOLATED, ev,
                        f"no runtime shutdown in the log after SIGTERM (exit {exit_code})")
     if exit_code != 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +65,32 @@ def box_processes(home: Path, box_id: str, root_pid: int | None = None,
         if tie:
             out.append({"pid": p.pid, "create_time": create, "name": name, "tie": tie})
     return out
+
+
+def home_marks(home: Path, boxes: Mapping[str, str]) -> dict[str, Any]:
+    """What a runtime shutdown changes in a home, read before the signal and after the exit:
+    each box's `shim.pid` (the shutdown deletes it for a box still starting: measured on
+    0.10.8, see shutdown-skips-boxes-still-starting) and the store's files' sizes and
+    modification times (the shutdown writes the state of the boxes it stops). `boxes` maps
+    a label to a box id."""
+    marks: dict[str, Any] = {"pidfiles": {}, "store": {}}
+    for label, box_id in boxes.items():
+        marks["pidfiles"][label] = (home / "boxes" / box_id / "shim.pid").exists()
+    for name in ("boxlite.db", "boxlite.db-wal"):
+        try:
+            st = (home / "db" / name).stat()
+            marks["store"][name] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            marks["store"][name] = None
+    return marks
+
+
+def shutdown_signs(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The signs, read off the home and not the runtime's log, that a shutdown ran between two
+    home_marks: a box's shim.pid deleted, the store written. Empty when the home is as it
+    was (a runtime that exited without shutting down leaves it so)."""
+    signs = [f"shim.pid of {label} deleted" for label, had in before["pidfiles"].items()
+             if had and not after["pidfiles"].get(label, False)]
+    signs += [f"store {name} written" for name, mark in before["store"].items()
+              if after["store"].get(name) != mark]
+    return signs

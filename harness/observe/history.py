@@ -10,13 +10,15 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from harness.common.errors import HistoryError
 
-KINDS = ("meta", "invoke", "ok", "fail", "fault", "heal", "observe", "verdict", "note")
+KINDS = ("meta", "invoke", "ok", "fail", "fault", "heal", "observe", "verdict", "note",
+         "witness")
 
 
 class History:
@@ -28,9 +30,14 @@ class History:
         # One os.write per event on an O_APPEND descriptor: a SIGKILL cannot tear a line.
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._lock = threading.Lock()
+        self._watchers: list[Callable[[dict[str, Any]], None]] = []
         self.t0 = time.monotonic()
         self.append("meta", event="open", wall=datetime.now(UTC).isoformat(),
                     **(meta or {}))
+
+    def watch(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Call `fn` with every event appended from now on (after it is written)."""
+        self._watchers.append(fn)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -48,6 +55,8 @@ class History:
             written = 0
             while written < len(data):
                 written += os.write(self._fd, data[written:])
+        for fn in self._watchers:
+            fn(event)
         return event
 
     def close(self) -> None:

@@ -7,6 +7,9 @@ from datetime import datetime
 from pathlib import Path
 
 EVIDENCE_FIELDS = ("shim_alive", "console_bytes", "ready_socket_exists", "likely_cause")
+# The runtime's first words of a graceful shutdown, logged synchronously (its closing
+# "Runtime shutdown complete" can be lost at exit: shutdown-log-lost-at-exit).
+SHUTDOWN_LOGGED = "Initiating runtime shutdown"
 _FIELD = re.compile(r"^\s*[•*-]?\s*(\w+)\s*=\s*(.*?)\s*$")
 
 

@@ -20,7 +20,14 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from harness.common.errors import HarnessError, HistoryError, SetupError
 from harness.judge.checks import UNKNOWN
-from harness.judge.known import FAILING, FIXED, KNOWN, KnownFailure, load_table
+from harness.judge.known import (
+    FAILING,
+    FIXED,
+    KNOWN,
+    UNEXPECTED,
+    KnownFailure,
+    load_table,
+)
 from harness.observe.history import read_history
 from harness.report.plots import draw_timelines, trend_pngs
 from harness.report.timeline import Timeline, build_timeline, last_run
@@ -102,7 +109,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "passed": sum(r["outcome"] == "passed" for r in rows),
             "failed": sum(r["outcome"] == "failed" for r in rows),
             "unknown": [{k: u[k] for k in ("scenario", "runtime", "check", "summary")}
-                        for u in unknown_verdicts(results)]}
+                        for u in unknown_verdicts(results)],
+            "unexpected": [{k: u[k] for k in ("scenario", "runtime", "check", "summary",
+                                              "known_failure", "symptom_mismatch")}
+                           for u in unexpected_verdicts(results)]}
 
 
 # -- scenarios ------------------------------------------------------------------------------
@@ -263,6 +273,16 @@ def known_summary(known: list[dict[str, Any]]) -> list[dict[str, Any]]:
                          for m in k["matches"]]} for k in known]
 
 
+def unexpected_verdicts(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every violation of a check a known failure covers that did not show the entry's
+    symptom (`unexpected`): a new bug hiding behind a known one; each fails the gate."""
+    return [{"scenario": r["nodeid"], "runtime": r.get("runtime", "?"), "check": j["check"],
+             "summary": j.get("summary", ""), "known_failure": j.get("known_failure"),
+             "symptom_mismatch": j.get("symptom_mismatch", []),
+             "anchor": _anchor(r["nodeid"], r.get("runtime", ""))}
+            for r in results for j in r.get("judgements", []) if j.get("outcome") == UNEXPECTED]
+
+
 def unknown_verdicts(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every verdict that could not be measured (status `unknown`): each fails the gate."""
     return [{"scenario": r["nodeid"], "runtime": r.get("runtime", "?"), "check": j["check"],
@@ -345,7 +365,7 @@ def build_report(run: Path) -> Path:
     stability, stability_error = _optional_json(run, "stability.json")
     html = templates().get_template("report.html.j2").render(
         run=run.name, summary=summary, views=views, known=known, table_error=table_error,
-        unknown=unknown_verdicts(results),
+        unknown=unknown_verdicts(results), unexpected=unexpected_verdicts(results),
         ripout=ripout_rows(ripout) if ripout is not None else None, ripout_error=ripout_error,
         soak=soak_view(soak) if soak is not None else None, soak_error=soak_error,
         flakes=flake_rows(stability) if stability is not None else None,

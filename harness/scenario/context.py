@@ -25,8 +25,15 @@ from harness.common.errors import HarnessError
 from harness.common.wait import Deadline, poll_until
 from harness.faults.base import Fault, FaultSet
 from harness.judge import checks
-from harness.judge.known import FAILING, Judgement, KnownFailure, judge
-from harness.leftovers import markers, sweep
+from harness.judge.known import (
+    FAILING,
+    Judgement,
+    KnownFailure,
+    describe,
+    facts_from_event,
+    judge,
+)
+from harness.leftovers import markers, sockets, sweep
 from harness.observe.history import History, read_history
 from harness.observe.processes import ProcessLedger
 from harness.observe.reaping import end_points, reaping_points
@@ -119,9 +126,7 @@ class ScenarioFailed(AssertionError):
 def raise_if_failing(judgements: list[Judgement]) -> None:
     failing = [j for j in judgements if j.outcome in FAILING]
     if failing:
-        raise ScenarioFailed("\n".join(
-            f"{j.verdict.check}: {j.outcome.upper()} ({j.verdict.status}) - "
-            f"{j.verdict.summary}" for j in failing))
+        raise ScenarioFailed("\n".join(describe(j) for j in failing))
 
 
 @dataclass
@@ -142,6 +147,8 @@ class Chaos:
     judgements: list[Judgement] = field(default_factory=list)
     concluded: bool = False
     teardown_report: dict[str, Any] = field(default_factory=dict)
+    # Facts that show a path of the runtime ran (a known failure's witness): name -> evidence.
+    witnessed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A rerun into the same report folder starts from an empty scenario folder: a home
@@ -151,6 +158,7 @@ class Chaos:
         self.history = GuardedHistory(self.workdir / "history.jsonl", {
             "scenario": self.node_id, "runtime": self.env.spec.text,
             "runtime_version": self.env.version, "image": self.image.digest})
+        self.history.watch(self._facts)
         self.ledger = ProcessLedger(on_sample=self._on_sample)
         # Homes live under a short temporary folder (a unix socket path inside a home must
         # fit in 108 bytes on 0.9.x); the scenario folder links to it. Its marker lets a
@@ -206,10 +214,21 @@ class Chaos:
     def note(self, **fields: Any) -> None:
         self.history.append("note", **fields)
 
+    def _facts(self, event: dict[str, Any]) -> None:
+        for fact in facts_from_event(event):
+            self.witnessed.setdefault(fact, {"t": event.get("t")})
+
+    def witness(self, name: str, **evidence: Any) -> None:
+        """Record that a path of the runtime ran (`name`, e.g. `start_failed`), with what
+        showed it. A known failure's check holding is `fixed` only once its witness was
+        recorded, so record it before judging what it witnesses."""
+        self.history.append("witness", name=name, **evidence)
+        self.witnessed[name] = evidence
+
     # -- judging --------------------------------------------------------------------------
     def judge(self, *verdicts: checks.Verdict) -> None:
         for v in verdicts:
-            j = judge(v, self.env.version, self.node_id, self.known)
+            j = judge(v, self.env.version, self.node_id, self.known, self.witnessed)
             self.judgements.append(j)
             self.history.append("verdict", **j.to_json())
 
@@ -236,6 +255,8 @@ class Chaos:
         points, errors = self.reaping_points()
         self.end_processes()
         self.ledger.stop()
+        # Read once its hosts are gone and before its homes go (the teardown removes them).
+        links = [e.to_json() for e in sockets.into([self.homes_root])]
         observed = len(self.ledger.kinds(*RUNTIME_KINDS))
         leftovers = [r.to_json() for r in self.ledger.leftovers(RUNTIME_KINDS)]
         self.judge(
@@ -246,6 +267,7 @@ class Chaos:
                               sampling_errors=[*self.ledger.errors, *errors],
                               reaping_points=points),
             checks.nothing_left_running(leftovers, observed),
+            checks.socket_links_follow_boxes(links),
         )
         self.teardown_report["killed"] = self.ledger.kill_leftovers()
         self._ended = True

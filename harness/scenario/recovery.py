@@ -82,6 +82,14 @@ def orphan_detached_box(chaos: Chaos, phase: str, sig: str) -> Orphan:
     chaos.note(detached_box=box, phase=phase, signal=sig, processes=orphan.processes())
     host.signal(SIGNALS[sig])
     host.wait_exit(60.0)
+    # The witnesses of the recovery bugs: the host died with the start in flight, and the
+    # box's VM outlived it (what a fresh runtime then has to recover).
+    if started:
+        chaos.witness("host_died_mid_start", box=box, phase=phase, signal=sig)
+    left = orphan.processes()
+    if left:
+        chaos.witness("detached_vm_outlived_host", box=box,
+                      processes=[f"{p['name']}[{p['pid']}]" for p in left])
     return orphan
 
 

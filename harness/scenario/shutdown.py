@@ -33,6 +33,7 @@ from harness.judge.checks import (
     records_settled,
     within_bound,
 )
+from harness.observe.boxes import home_marks, shutdown_signs
 from harness.observe.logs import runtime_log
 from harness.observe.processes import ProcessLedger, ProcRecord, classify
 from harness.observe.records import read_host, read_store, store_rows
@@ -199,6 +200,8 @@ class ShutdownRun:
     store_at_exit: list[dict[str, Any]]
     starts: dict[str, str]              # how each start in flight at the signal ended
     host_events: list[dict[str, Any]]
+    # Signs, other than the runtime's own log, that its shutdown ran (shutdown_signs).
+    signs: list[str] = field(default_factory=list)
 
     @property
     def last_gone_s(self) -> float | None:
@@ -226,6 +229,7 @@ class ShutdownRun:
             "unsettled_at_exit": [label.get(r["id"], r["id"]) for r in self.store_at_exit
                                   if r["status"] not in SETTLED],
             "starts_in_flight": self.starts,
+            "shutdown_signs": self.signs,
             "host_events": [{k: v for k, v in e.items() if k != "t_mono"}
                             for e in self.host_events if e.get("event") != "ready"],
         }
@@ -294,6 +298,8 @@ def signal_host(host: RuntimeHost, ledger: ProcessLedger, faults: FaultSet,
     ledger.sample()
     at_signal = [r for r in list(ledger.records.values())
                  if kind(r) in BOX_KINDS and ledger.alive(r)]
+    labels = {b.label: b.id for b in boxes if b.id}
+    before = home_marks(host.home, labels)
 
     t_sig = time.monotonic()
     host.signal(case.sig)
@@ -305,6 +311,7 @@ def signal_host(host: RuntimeHost, ledger: ProcessLedger, faults: FaultSet,
         host.kill()
         host.wait_exit(10.0)
     t_exit = time.monotonic()
+    signs = shutdown_signs(before, home_marks(host.home, labels))
 
     ledger.sample()         # the host is gone: what it left is now adopted by the harness
     left_at_exit = [{"pid": r.pid, "name": name(r), "kind": kind(r), "box": owner.get(r.key),
@@ -345,7 +352,8 @@ def signal_host(host: RuntimeHost, ledger: ProcessLedger, faults: FaultSet,
         if b.start is not None:
             starts[b.label] = _start_outcome(b.start)
     return ShutdownRun(case, boxes, exit_s, returncode, thaw_s, procs, left_at_exit,
-                       store_at_exit, starts, list(host.events))
+                       store_at_exit, starts, list(host.events), signs)
+
 
 
 def _start_outcome(fut: Future) -> str:

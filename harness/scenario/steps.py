@@ -13,7 +13,8 @@ from harness.common.errors import ArrangementError
 from harness.common.wait import hold, wait_for
 from harness.faults.shim import Proc, box_tree, freeze_box, kill_shim
 from harness.judge import checks
-from harness.observe.logs import runtime_log, vm_started_at
+from harness.observe.boxes import home_marks, shutdown_signs
+from harness.observe.logs import SHUTDOWN_LOGGED, runtime_log, vm_started_at
 from harness.observe.records import RecordRead, read_host, read_store
 from harness.runtime.host import RuntimeHost, RuntimeOpError
 from harness.scenario.context import Chaos
@@ -157,7 +158,14 @@ def judge_failed_record(chaos: Chaos, host: RuntimeHost, box_id: str, cause: str
     chaos.judge(*(checks.record_failed(r, cause) for r in live),
                 checks.read_paths_agree(live, "live"))
     if ending == "shutdown":
+        log_before, marks = len(runtime_log(host.home)), home_marks(host.home, {"box": box_id})
         host.call("shutdown", timeout_s=60)
+        # shutdown() answering is not enough to say it ran (a no-op would answer too): its
+        # log line, or what it changed in the home, is the witness.
+        logged = SHUTDOWN_LOGGED in runtime_log(host.home)[log_before:]
+        signs = shutdown_signs(marks, home_marks(host.home, {"box": box_id}))
+        if logged or signs:
+            chaos.witness("shutdown_ran", via="shutdown() answered", logged=logged, signs=signs)
     host.close()
     after, fresh = read_fresh(chaos, host, box_id, prefix=f"after_{ending}")
     chaos.judge(*(checks.record_failed(r, cause) for r in after),

@@ -25,7 +25,7 @@ from harness.common.wait import poll_until
 from harness.faults.base import Fault, FaultSet
 from harness.faults.shim import Proc
 from harness.judge import checks
-from harness.judge.known import Judgement, KnownFailure, judge
+from harness.judge.known import Judgement, KnownFailure, facts_from_event, judge
 from harness.observe.history import History
 from harness.observe.processes import ProcessLedger, ProcRecord, Sample
 from harness.scenario.context import raise_if_failing
@@ -49,11 +49,13 @@ class TargetScenario:
     judgements: list[Judgement] = field(default_factory=list)
     concluded: bool = False
     teardown: dict[str, Any] = field(default_factory=dict)
+    witnessed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.history = History(self.workdir / "history.jsonl", {"scenario": self.node_id})
+        self.history.watch(self._facts)
         self.ledger = ProcessLedger(on_sample=self._on_sample)
         self.faults = FaultSet(self.history)
         self._last_count = -1
@@ -93,6 +95,16 @@ class TargetScenario:
     def note(self, **fields: Any) -> None:
         self.history.append("note", **fields)
 
+    def _facts(self, event: dict[str, Any]) -> None:
+        for fact in facts_from_event(event):
+            self.witnessed.setdefault(fact, {"t": event.get("t")})
+
+    def witness(self, name: str, **evidence: Any) -> None:
+        """Record that a path of the target ran (a known failure's witness); see
+        harness.scenario.context.Chaos.witness."""
+        self.history.append("witness", name=name, **evidence)
+        self.witnessed[name] = evidence
+
     @contextlib.contextmanager
     def window(self, seconds: float, what: str) -> Iterator[None]:
         """A stretch of time given to the runtime (to reap, to clean up), logged as an
@@ -122,7 +134,8 @@ class TargetScenario:
         assert self.target is not None
         version = self.target.known_version
         for v in verdicts:
-            j = judge(v, version or "0", self.node_id, self.known if version else [])
+            j = judge(v, version or "0", self.node_id, self.known if version else [],
+                      self.witnessed)
             self.judgements.append(j)
             self.history.append("verdict", **j.to_json())
 

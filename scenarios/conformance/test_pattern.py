@@ -43,6 +43,7 @@ def test_failed_record_survives_a_daemon_restart(world):
     before = t.inspect(iid, "before_restart")
     error_before = next((r.error for r in before if r.exposes_error and r.error), None)
     exit_s = t.restart_daemon(signal.SIGTERM)
+    world.witness("daemon_restarted:SIGTERM", exit_s=exit_s, graceful=exit_s is not None)
     world.note(start_error=started.error, error_before=error_before, daemon_exit_s=exit_s)
     world.judge(*(pattern.record_survives_restart(r, started.error is not None, error_before)
                   for r in t.inspect(iid, "after_restart")))
@@ -86,6 +87,7 @@ def test_sigterm_stops_the_daemon_whole_within_60s(world):
     states = t.populate(world.faults)
     world.note(states=states)
     run = stop_daemon(t, signal.SIGTERM)
+    world.witness("signal:SIGTERM")
     world.note(**run.facts())
     world.judge(*run.verdicts())
 

@@ -85,6 +85,7 @@ def test_force_remove_while_starting_ends_the_box(chaos):
     tree, stage = attempt.watch_start(host, box, fut, attempt.START_BOUND_S)
     chaos.note(stage_at_remove=stage, tree=[p.pid for p in tree or []])
     assert stage == "vcpus_running", f"the box's VM did not start its vCPUs (got to {stage})"
+    chaos.witness("box_running_at_remove", box=box, stage=stage)
     _, removed = attempt.answer_of(host, lambda: host.call(
         "remove", timeout_s=attempt.REMOVE_BOUND_S, box_id=box, force=True),
         attempt.REMOVE_BOUND_S)

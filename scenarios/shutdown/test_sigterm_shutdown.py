@@ -12,7 +12,7 @@ still failed with its cause, and every read path agreeing.
 import pytest
 
 from harness.judge import checks
-from harness.observe.logs import runtime_log
+from harness.observe.logs import SHUTDOWN_LOGGED, runtime_log
 from harness.scenario.shutdown import (
     CASES,
     arrange,
@@ -38,9 +38,15 @@ def test_host_stops_with_boxes_in_every_state(chaos, doctor_boots, case, n):
     log_before = len(runtime_log(host.home))
 
     run = signal_host(host, chaos.ledger, chaos.faults, boxes, case)
+    chaos.witness(f"signal:{case.signal_name}", exit_s=run.exit_s, returncode=run.returncode)
+    log_after = runtime_log(host.home)[log_before:]
     if case.graceful:
-        chaos.judge(checks.runtime_shutdown_ran(runtime_log(host.home)[log_before:],
-                                                run.returncode))
+        # The witness of the shutdown for the known failures it carries: the log, or the
+        # home (a shim.pid deleted, the store written) when the log lost its lines.
+        logged = SHUTDOWN_LOGGED in log_after
+        if logged or run.signs:
+            chaos.witness("shutdown_ran", logged=logged, signs=run.signs)
+        chaos.judge(checks.runtime_shutdown_ran(log_after, run.returncode, run.signs))
     chaos.note(**run.facts())
     chaos.judge(*run.verdicts())
 

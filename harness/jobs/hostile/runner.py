@@ -111,7 +111,10 @@ class Tally:
             return xs[:3] + xs[-1:] if len(xs) > 4 else xs
         ev = {"cases": n, "holds": self.holds, "violated": len(self.violated),
               "unknown": len(self.unknown), "violations": keep(self.violated),
-              "unknowns": keep(self.unknown)}
+              "unknowns": keep(self.unknown),
+              # The check is per kind: a case of it ran, so its path through create and
+              # start ran (a known failure's witness).
+              "witnessed": ["hostile_case_ran"] if n else []}
         if self.unknown:
             return Verdict(self.check, UNKNOWN, ev, f"{len(self.unknown)} of {n} case(s) "
                            f"could not be judged: {self.unknown[-1]['summary']}")

@@ -17,10 +17,10 @@ from typing import Any
 
 from harness.common.errors import SetupError
 from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
-from harness.judge.known import FAIL, FIXED, KNOWN, PASS
+from harness.judge.known import FAIL, FIXED, KNOWN, PASS, UNEXPECTED
 from harness.report.build import UNSEEN, read_run, templates
 
-OUTCOMES = (PASS, FAIL, KNOWN, FIXED, UNSEEN)
+OUTCOMES = (PASS, FAIL, UNEXPECTED, KNOWN, FIXED, UNSEEN)
 # A check that is `known` in some runs and `unseen` in others is a race that a non-strict
 # known-failures entry expects: told apart from the flakes, not counted among them.
 RACE = frozenset({KNOWN, UNSEEN})
@@ -30,11 +30,13 @@ GREEN = ("passed", "skipped")
 ABSENT = "absent"           # the scenario ran and did not judge this check
 NOT_RUN = "not run"         # the scenario has no result in this run
 # Worst first: which of a check's judgements in one scenario stands for the run.
-SEVERITY = {FAIL: 0, FIXED: 1, KNOWN: 2, UNSEEN: 3, PASS: 4}
+SEVERITY = {FAIL: 0, UNEXPECTED: 0, FIXED: 1, KNOWN: 2, UNSEEN: 3, PASS: 4}
 STATUS_SEVERITY = {UNKNOWN: 0, VIOLATED: 1, HOLDS: 2}
 SYMBOL = {PASS: "P", FAIL: "F", UNKNOWN: "U", KNOWN: "K", FIXED: "X", UNSEEN: "N", ABSENT: "-",
+          UNEXPECTED: "E",
           NOT_RUN: ".", "passed": "P", "failed": "F", "skipped": "S"}
-LEGEND = ("per run: P pass, F fail, U unknown (fails), K known, X fixed, N unseen (a non-strict "
+LEGEND = ("per run: P pass, F fail, E violated unlike its known failure's symptom (fails), "
+          "U unknown (fails), K known, X fixed, N unseen (a non-strict "
           "known failure did not show), - not judged, . scenario did not run, S skipped")
 
 

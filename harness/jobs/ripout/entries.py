@@ -20,7 +20,7 @@ from typing import Any
 
 from harness.common.errors import SetupError
 from harness.common.paths import PROJECT
-from harness.judge.known import read_toml_table
+from harness.judge.known import FAILING, read_toml_table
 from harness.runtime.spec import DEFAULT_SPEC, RuntimeSpec
 
 TABLE = PROJECT / "fixtures" / "ripout.toml"
@@ -133,7 +133,7 @@ def judge_side(entry: Entry, which: str, label: str, results: Path, rc: int,
           "scenario_outcome": row["outcome"]}
     if which == "fixed":
         ok = row["outcome"] == "passed" and j["status"] == "holds"
-        failing = [c for c, x in js.items() if x["outcome"] in ("fail", "fixed")]
+        failing = [c for c, x in js.items() if x["outcome"] in FAILING]
         reason = (f"{entry.check} holds, scenario passed" if ok else
                   f"{entry.check} {j['status']}; scenario {row['outcome']}; failing: {failing}")
         return SideResult(entry.id, which, label, "green" if ok else "not-green", reason,

@@ -14,7 +14,7 @@ from typing import Any
 from harness.common.paths import PROJECT
 from harness.faults.base import Fault
 from harness.judge.checks import Verdict
-from harness.judge.known import FAIL, FIXED, KNOWN, Judgement, judge
+from harness.judge.known import FAIL, FIXED, KNOWN, UNEXPECTED, Judgement, judge
 from harness.runtime.host import RuntimeHost
 from harness.scenario.context import WATCHDOG_BOUND_S, Chaos
 
@@ -125,9 +125,10 @@ class Tally:
         self.step = 0
 
     def judge(self, v: Verdict, subject: str) -> Judgement:
-        j = judge(v, self.chaos.env.version, self.chaos.node_id, self.chaos.known)
+        j = judge(v, self.chaos.env.version, self.chaos.node_id, self.chaos.known,
+                  self.chaos.witnessed)
         self.counts.setdefault(v.check, Counter())[j.outcome] += 1
-        seen = (j.outcome, v.summary if j.outcome in (FAIL, KNOWN) else "")
+        seen = (j.outcome, v.summary if j.outcome in (FAIL, KNOWN, UNEXPECTED) else "")
         if self.last.get((v.check, subject)) != seen:
             self.last[(v.check, subject)] = seen
             self.chaos.history.append("verdict", **j.to_json(), subject=subject, step=self.step)
@@ -138,7 +139,7 @@ class Tally:
                 self.held_known[v.check] = j
             else:
                 self.chaos.judgements.append(j)
-        if j.outcome == FAIL and v.check in self.stop_on:
+        if j.outcome in (FAIL, UNEXPECTED) and v.check in self.stop_on:
             raise Reproduced(v.check)
         return j
 
@@ -155,11 +156,12 @@ class Tally:
     def failing(self) -> list[dict[str, Any]]:
         """The first failing judgement of each check (fixed ones as of now), by step."""
         return sorted((f for (c, outcome), f in self.firsts.items()
-                       if outcome == FAIL or outcome == FIXED and self.fixed(c)),
+                       if outcome in (FAIL, UNEXPECTED) or outcome == FIXED and self.fixed(c)),
                       key=lambda f: f["step"])
 
     def violations(self) -> int:
-        return sum(n[FAIL] + (n[FIXED] if n[KNOWN] == 0 else 0) for n in self.counts.values())
+        return sum(n[FAIL] + n[UNEXPECTED] + (n[FIXED] if n[KNOWN] == 0 else 0)
+                   for n in self.counts.values())
 
     def outcome_counts(self) -> Counter:
         return sum(self.counts.values(), Counter())

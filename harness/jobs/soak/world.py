@@ -228,7 +228,12 @@ class SoakWorld:
 
     def _remove(self, box: Box, force: bool = False) -> None:
         before = box.state
+        running = box_tree(self.home, box.id) is not None
         _, got, error = self._op("remove", box_id=box.id, force=force)
+        if got == "ok" and force and before == STARTING:
+            # The witnesses of the force-remove bugs: which side of the shim's spawn it hit.
+            self.chaos.witness("box_running_at_remove" if running
+                               else "force_remove_before_spawn", box=box.label)
         self.tally.judge(op_as_modelled("force_remove" if force else "remove", ["ok"], got,
                                         before, error), box.label)
         if got != "ok":
