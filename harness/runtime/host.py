@@ -40,7 +40,7 @@ class Flavour:
     """How the host embeds the runtime; each field is a flag of host_main.py."""
 
     runtime: str = "options"        # options | default
-    sigterm: str = "none"           # none | graceful | sdk
+    sigterm: str = "none"           # none | graceful | sdk | graceful-early (Node only)
     shutdown_timeout: int = 25
     reaper: str = "none"            # none | global
     registries: tuple[str, ...] = ()
@@ -67,8 +67,8 @@ BARE = Flavour()
 
 class FlavourRefused(HostError):
     """The host program of this runtime's SDK cannot be this flavour (the Node host has no
-    process-wide reaper); the message says which flag and why. A scenario that needs the
-    flavour cannot judge it on this runtime."""
+    process-wide reaper; graceful-early is Node's); the message says which flag and why.
+    A scenario that needs the flavour cannot judge it on this runtime."""
 
 
 def refusal(env: RuntimeEnv, flavour: Flavour) -> str | None:
@@ -78,6 +78,9 @@ def refusal(env: RuntimeEnv, flavour: Flavour) -> str | None:
         return (f"--reaper {flavour.reaper} does not apply to the Node SDK host: Node has no "
                 "process-wide waitpid(-1) (the reverted reaper of upstream issue 523 is "
                 "Python-only)")
+    if env.sdk == "python" and flavour.sigterm == "graceful-early":
+        return ("--sigterm graceful-early applies to the Node SDK host only: Boxlite.default() "
+                "installs its SIGTERM handler when it is made, so no handler can come first")
     return None
 
 
