@@ -191,3 +191,9 @@ def test_spawned_children_keep_their_exit_codes(factory):
     assert host.call("wait_child", pid=child["pid"]) == {"exit_code": 7, "error": None}
     child = host.call("spawn_child", argv=["sh", "-c", "kill -TERM $$"])
     assert host.call("wait_child", pid=child["pid"])["exit_code"] == -signal.SIGTERM
+
+
+def test_the_node_host_is_a_host_in_the_process_ledger(fake_env):
+    from harness.observe.processes import classify
+    cmd = " ".join([*fake_env.host_argv(), "--home", "/x"])
+    assert classify("node", cmd) == "host"

@@ -113,7 +113,7 @@ def classify(name: str, cmd: str) -> str:
         return "vm"
     if name == "bwrap":
         return "bwrap"
-    if "host_main.py" in cmd:
+    if "host_main.py" in cmd or "host_main.mjs" in cmd:        # the Python or Node host
         return "host"
     return "other"
 
