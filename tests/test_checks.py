@@ -852,6 +852,9 @@ VIOLATING: dict[str, Callable[[], Verdict]] = {
     "faults_healed": lambda: checks.faults_healed([{"fault": "f", "injected": True,
                                                     "healed": False, "heal_error": None}]),
     "op_failed_cleanly": lambda: checks.op_failed_cleanly("start", None, host_alive=True),
+    "transition_allowed": lambda: checks.transition_allowed(
+        "start", "failed", {"type": "EngineError", "message": "cannot start a failed box"},
+        ran=False),
     "record_final": lambda: checks.record_final(live("configured")),
     "store_integrity": lambda: checks.store_integrity("row 1 missing from index box_state_status"),
     "records_settled": lambda: checks.records_settled([{"id": "b", "status": "stopping"}]),
@@ -912,3 +915,17 @@ def test_the_meta_test_catches_a_check_without_a_self_test():
             violating_cases_in_every_test_file())
     finally:
         del CHECKS["selftest_probe_without_cases"]
+
+
+def test_a_refused_transition_is_named_in_the_runtime_words():
+    refused = {"type": "EngineError", "message": "box is in state Failed; cannot start"}
+    v = checks.transition_allowed("start", "failed", refused, ran=False)
+    assert (v.check, v.status) == ("transition_allowed[start.failed]", VIOLATED)
+    assert "cannot start" in v.summary
+    # The path ran and then failed (its shim was killed again): the transition was taken.
+    crashed = {"type": "EngineError", "message": "The VM failed to start."}
+    assert checks.transition_allowed("start", "failed", crashed, ran=True).status == HOLDS
+    assert checks.transition_allowed("remove", "failed", None, ran=True).status == HOLDS
+    assert checks.transition_allowed("remove", "failed", None, ran=False).status == UNKNOWN
+    assert checks.transition_allowed("remove", "failed", None, True,
+                                     host_alive=False).status == VIOLATED

@@ -19,10 +19,14 @@ from harness.common.paths import PROJECT
 from harness.jobs.matrix import releases
 from harness.jobs.matrix.grid import (
     ABSENT,
+    BAD,
     KNOWN,
     NOT_RUN,
     SKIPPED,
+    SYMBOL,
+    VIOLATIONS,
     Column,
+    against_table,
     build_grid,
     cell_of,
     entry_measure,
@@ -75,6 +79,20 @@ def test_cell_of_reads_status_and_table_outcome():
     assert cell_of(res(A, j(STORE, "holds", "fixed")), STORE) == "fixed"
     # Judged twice in one scenario: the worst judgement stands.
     assert cell_of(res(A, j(STORE, "holds"), j(STORE, "unknown")), STORE) == UNKNOWN
+
+
+def test_a_violation_unlike_its_symptom_is_its_own_cell_and_stays_so():
+    """`E`: violated, covered by an entry, not its symptom. Red in the gate, a violation for
+    the ranges, and kept when the matrix is judged again (no evidence to judge it anew)."""
+    cell = cell_of(res(A, j(STORE, "violated", "unexpected")), STORE)
+    assert cell == "unexpected" and SYMBOL[cell] == "E" and cell in BAD and cell in VIOLATIONS
+    assert cell_of(res(A, j(STORE, "violated", "unexpected"), j(STORE, "violated", "known")),
+                   STORE) == "unexpected"
+    table = [entry(STORE, "==0.10.8")]
+    assert against_table(cell, STORE, "0.10.8", A, table) == "unexpected"
+    assert against_table(cell, STORE, "0.10.9", A, table) == VIOLATED
+    assert rows_from_summary({"runtimes": ["0.10.8"], "rows": [[A, STORE, "E"]]})[0][
+        "cells"] == {"0.10.8": "unexpected"}
 
 
 def test_row_ranges_first_last_fix_and_came_in():

@@ -177,6 +177,29 @@ def op_failed_cleanly(op: str, error: dict[str, Any] | None, host_alive: bool) -
     return Verdict(cid, HOLDS, ev, f"{op} failed: {error.get('type')}: {error['message'][:120]}")
 
 
+@check("transition_allowed")
+def transition_allowed(op: str, state: str, error: dict[str, Any] | None, ran: bool,
+                       host_alive: bool = True) -> Verdict:
+    """An operation the runtime's state machine allows from `state` is not refused: from
+    `failed`, start (failed -> running, litebox/state.rs) and remove (`can_remove` includes
+    failed; upstream PR 520). `ran` says whether the operation's own path ran (a start
+    spawned a new shim; a remove answered OK); `error` is the runtime's answer when it
+    raised. A refusal is violated in the runtime's own words; an operation that ran and then
+    failed (a start whose shim was killed) holds: the transition was taken."""
+    cid = f"transition_allowed[{op}.{state}]"
+    ev = {"op": op, "from": state, "error": error, "ran": ran, "host_alive": host_alive}
+    if not host_alive:
+        return Verdict(cid, VIOLATED, ev, f"the host died during {op} of a {state} box")
+    if ran:
+        return Verdict(cid, HOLDS, ev, f"{op} of a {state} box ran" +
+                       (f", then failed: {error.get('message', '')[:120]}" if error else ""))
+    if error is None:
+        return Verdict(cid, UNKNOWN, ev, f"{op} of a {state} box answered OK, yet nothing "
+                       "shows its path ran")
+    return Verdict(cid, VIOLATED, ev, f"{op} of a {state} box was refused: "
+                   f"{error.get('type')}: {(error.get('message') or '')[:200]}")
+
+
 @check("record_final")
 def record_final(read: RecordRead, *, check_id: str | None = None) -> Verdict:
     """The record, if present, is in a final status (never left configured/stopping/running

@@ -20,17 +20,18 @@ from packaging.version import InvalidVersion, Version
 
 from harness.jobs.matrix.releases import covered, span_specifier, spans
 from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
-from harness.judge.known import FIXED, KNOWN, UNSEEN, KnownFailure, wildcard
+from harness.judge.known import FIXED, KNOWN, UNEXPECTED, UNSEEN, KnownFailure, wildcard
 
 ABSENT, NOT_RUN, SKIPPED = "absent", "not run", "skipped"
-CELLS = (HOLDS, VIOLATED, KNOWN, FIXED, UNSEEN, UNKNOWN, ABSENT, SKIPPED, NOT_RUN)
-SYMBOL = {HOLDS: "·", VIOLATED: "V", KNOWN: "K", FIXED: "X", UNSEEN: "N", UNKNOWN: "U",
-          ABSENT: "-", SKIPPED: "S", NOT_RUN: " "}
-LEGEND = ("· holds, V violated (not in the table), K known (violated, tabled), X fixed (holds "
+CELLS = (HOLDS, VIOLATED, UNEXPECTED, KNOWN, FIXED, UNSEEN, UNKNOWN, ABSENT, SKIPPED, NOT_RUN)
+SYMBOL = {HOLDS: "·", VIOLATED: "V", UNEXPECTED: "E", KNOWN: "K", FIXED: "X", UNSEEN: "N",
+          UNKNOWN: "U", ABSENT: "-", SKIPPED: "S", NOT_RUN: " "}
+LEGEND = ("· holds, V violated (not in the table), E violated unlike the symptom of the entry "
+          "that covers it, K known (violated, tabled), X fixed (holds "
           "where the table expects it violated), N unseen (a tabled race did not show), "
           "U unknown, - not judged, S skipped, blank: not run")
-BAD = frozenset({VIOLATED, FIXED, UNKNOWN})     # cells that make a runtime's gate red
-VIOLATIONS = frozenset({VIOLATED, KNOWN})       # the runtime showed the bug
+BAD = frozenset({VIOLATED, UNEXPECTED, FIXED, UNKNOWN})    # cells that make a gate red
+VIOLATIONS = frozenset({VIOLATED, UNEXPECTED, KNOWN})       # the runtime showed a violation
 
 
 @dataclass
@@ -64,10 +65,10 @@ def cell_of(result: dict[str, Any] | None, check: str) -> str:
         if status == UNKNOWN or status not in (HOLDS, VIOLATED):
             words.append(UNKNOWN)
         elif status == VIOLATED:
-            words.append(KNOWN if outcome == KNOWN else VIOLATED)
+            words.append(outcome if outcome in (KNOWN, UNEXPECTED) else VIOLATED)
         else:
             words.append(outcome if outcome in (FIXED, UNSEEN) else HOLDS)
-    order = (UNKNOWN, VIOLATED, FIXED, KNOWN, UNSEEN, HOLDS)
+    order = (UNKNOWN, VIOLATED, UNEXPECTED, FIXED, KNOWN, UNSEEN, HOLDS)
     return min(words, key=order.index)
 
 
@@ -83,11 +84,15 @@ def against_table(cell: str, check: str, version: str, scenario: str,
                   table: list[KnownFailure]) -> str:
     """A cell read against `table` (today's, not the one the gate ran with): a violation is
     `known` when an entry applies, a check that held is `fixed` (strict entry) or `unseen`
-    (non-strict) where one does. Other cells are kept."""
+    (non-strict) where one does. A violation judged unlike its entry's symptom stays
+    `unexpected` while an entry applies (the summary keeps no evidence to judge it again).
+    Other cells are kept."""
     try:
         entry = next((k for k in table if k.applies(check, version, scenario)), None)
     except InvalidVersion:
         entry = None
+    if cell == UNEXPECTED:
+        return UNEXPECTED if entry else VIOLATED
     if cell in VIOLATIONS:
         return KNOWN if entry else VIOLATED
     if cell in (HOLDS, FIXED, UNSEEN):
