@@ -58,10 +58,15 @@ def info_dict(info) -> dict:
 
 BOX_OPTION_FIELDS = ("image", "rootfs_path", "cpus", "memory_mib", "disk_size_gb", "working_dir",
                      "env", "volumes", "ports", "auto_remove", "detach", "entrypoint", "cmd",
-                     "user")
+                     "user", "auto_stop", "auto_delete", "auto_resume")
+# Not a BoxOptions field: `sdk_defaults: true` leaves every unset option to the SDK, as a user
+# gets it (auto_remove included), instead of forcing auto_remove=False.
+SDK_DEFAULTS = "sdk_defaults"
 
 
 def box_options(raw: dict) -> boxlite.BoxOptions:
+    raw = dict(raw)
+    sdk_defaults = bool(raw.pop(SDK_DEFAULTS, False))
     kwargs = {k: v for k, v in raw.items() if k in BOX_OPTION_FIELDS and v is not None}
     unknown = sorted(set(raw) - set(BOX_OPTION_FIELDS))
     if unknown:
@@ -69,9 +74,34 @@ def box_options(raw: dict) -> boxlite.BoxOptions:
     for key in ("env", "volumes", "ports"):
         if key in kwargs:
             kwargs[key] = [tuple(x) if isinstance(x, list) else x for x in kwargs[key]]
-    # The SDK default would remove the record on stop, hiding the thing under test.
-    kwargs.setdefault("auto_remove", False)
+    if not sdk_defaults:
+        # The SDK default would remove the record on stop, hiding the thing under test.
+        kwargs.setdefault("auto_remove", False)
     return boxlite.BoxOptions(**kwargs)
+
+
+class OpUnsupported(Exception):
+    """This release of the SDK lacks the API an operation needs; the message names it."""
+
+
+def _api(obj, name: str, op: str):
+    """`obj.name`, or OpUnsupported naming what this release lacks."""
+    fn = getattr(obj, name, None)
+    if fn is None:
+        raise OpUnsupported(f"{op}: boxlite {_version()} has no {type(obj).__name__}.{name}")
+    return fn
+
+
+def _plain(obj) -> dict:
+    """The public, JSON-able attributes of an SDK info object (SnapshotInfo, VolumeInfo...)."""
+    out = {}
+    for key in dir(obj):
+        if key.startswith("_"):
+            continue
+        val = getattr(obj, key, None)
+        if not callable(val):
+            out[key] = val if isinstance(val, (str, int, float, bool, type(None))) else str(val)
+    return out
 
 
 class Host:
@@ -156,6 +186,64 @@ class Host:
 
     async def op_shutdown(self, grace_s: int | None = None):
         await self.rt.shutdown(grace_s)
+        return None
+
+    # -- the 0.10 API beyond a box's lifecycle (older releases answer OpUnsupported) --------
+    async def op_clone(self, box_id: str, name: str | None = None):
+        box = await self._box(box_id)
+        clone = await _api(box, "clone_box", "clone")(name=name)
+        self.boxes[clone.id] = clone
+        return {"id": clone.id}
+
+    async def op_export(self, box_id: str, dest: str):
+        box = await self._box(box_id)
+        return {"path": str(await _api(box, "export", "export")(dest=dest))}
+
+    async def op_import_box(self, archive_path: str, name: str | None = None):
+        box = await _api(self.rt, "import_box", "import_box")(archive_path, name=name)
+        self.boxes[box.id] = box
+        return {"id": box.id}
+
+    async def op_snapshot_create(self, box_id: str, name: str):
+        box = await self._box(box_id)
+        return _plain(await _api(box, "snapshot", "snapshot_create").create(name=name))
+
+    async def op_snapshot_restore(self, box_id: str, name: str):
+        await _api(await self._box(box_id), "snapshot", "snapshot_restore").restore(name)
+        return None
+
+    async def op_snapshot_remove(self, box_id: str, name: str):
+        await _api(await self._box(box_id), "snapshot", "snapshot_remove").remove(name)
+        return None
+
+    async def op_snapshot_list(self, box_id: str):
+        snaps = await _api(await self._box(box_id), "snapshot", "snapshot_list").list()
+        return [_plain(s) for s in snaps]
+
+    async def op_volume_create(self, name: str | None = None):
+        return _plain(await _api(self.rt, "volumes", "volume_create").create(name))
+
+    async def op_volume_remove(self, volume_id: str, force: bool = False):
+        await _api(self.rt, "volumes", "volume_remove").remove(volume_id, force=force)
+        return None
+
+    async def op_volume_list(self):
+        return [_plain(v) for v in await _api(self.rt, "volumes", "volume_list").list()]
+
+    async def op_image_list(self):
+        return [_plain(i) for i in await _api(self.rt, "images", "image_list").list()]
+
+    async def op_get_or_create(self, options: dict, name: str | None = None):
+        box, created = await _api(self.rt, "get_or_create", "get_or_create")(
+            box_options(options), name=name)
+        self.boxes[box.id] = box
+        return {"id": box.id, "created": bool(created)}
+
+    async def op_close(self):
+        """Boxlite.close() is synchronous in 0.10.8; an awaitable one is awaited."""
+        result = _api(self.rt, "close", "close")()
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            await result
         return None
 
     async def op_spawn_child(self, argv: list[str]):
