@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 
 # openssh-server: the fleet's self-test starts sshd hosts on loopback (never the service).
 # nodejs, npm: the Node SDK's runtime host (`--runtime npm:@boxlite-ai/boxlite@X.Y.Z`).
-APT_PACKAGES=(busybox-static docker.io docker-registry skopeo openssh-server nodejs npm)
+# fuse3, python3-pyfuse3: the storage faults' FUSE layer (harness/faults/fuse_layer.py, system Python).
+APT_PACKAGES=(busybox-static docker.io docker-registry skopeo openssh-server nodejs npm fuse3 python3-pyfuse3)
 
 need_root() { if [ "$(id -u)" != 0 ]; then echo "sudo"; fi; }
 

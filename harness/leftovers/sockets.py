@@ -70,11 +70,22 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _is_dir(e: os.DirEntry[str]) -> bool:
+    try:
+        return e.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
 def box_ids_under(folder: Path) -> set[str]:
     """Names of the box folders in `folder` (a home: boxes/<id>) or in its homes
     (home*/boxes/<id>)."""
     ids = set()
-    for boxes in (folder / "boxes", *folder.glob("*/boxes")):
+    try:        # one by one: a dead FUSE layer's mount says ENOTCONN to a glob through it
+        homes = [Path(e.path) for e in os.scandir(folder) if _is_dir(e)]
+    except OSError:
+        homes = []
+    for boxes in (folder / "boxes", *(h / "boxes" for h in homes)):
         try:
             ids |= {e.name for e in os.scandir(boxes) if e.is_dir(follow_symlinks=False)}
         except OSError:
