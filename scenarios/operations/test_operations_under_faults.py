@@ -1,0 +1,168 @@
+"""The 0.10 operations beyond a box's lifecycle under faults: clone, export, import_box and
+snapshot create / restore / remove, with the host SIGKILLed (a bare host: it just dies) or
+SIGTERMed (a host wired like upstream's runner: a graceful shutdown, then exit) at each
+operation's phases, on a box in each state the operation accepts here (failed, stopped,
+detached); a configured box (never started, no disk) must be refused cleanly.
+
+The phases and their anchors are in harness.scenario.operations. No shim runs in these
+operations here (boxes do not run on this machine), so no shim is killed.
+
+Judged by a fresh host on the home: the store's integrity, records settled, box folders and
+records together, what the operation added a whole box or nothing, the source box's record
+with its disks and a whole disk chain, nothing left staged in the home's tmp/; an export's
+destination a whole archive or none (a cut one is imported, and must be refused cleanly,
+leaving nothing); a restore leaving the box as the snapshot or as before; every snapshot
+listed whole, every snapshot folder listed. nothing_left_running and no_zombies at the end.
+
+The gate runs GATE's cases; BOXLITE_CHAOS_OPS_NIGHTLY=1 runs them all (the nightly matrix).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.judge import checks
+from harness.judge import operation_checks as opchecks
+from harness.scenario import operations as ops
+from harness.scenario.operations import (
+    SIGNALS,
+    backing_of,
+    box_ids,
+    box_in_state,
+    ensure_phase,
+    fault_op,
+    judge_archive,
+    judge_home,
+    log_has,
+    new_folder,
+    snapshot_folders,
+    staged,
+    staging,
+)
+
+pytestmark = pytest.mark.tier("init")
+
+# (operation, phase) -> how the phase is anchored, in words (the code is in _anchor).
+PHASES = {
+    ("clone", "disk_written"): "the new box's disks/disk.qcow2 appears",
+    ("clone", "logged"): "the log says 'Batch cloned boxes'",
+    ("export", "flatten"): "the flattened disk is staged in <home>/tmp/",
+    ("export", "manifest"): "manifest.json is staged beside it",
+    ("export", "archive"): "the archive appears at the destination",
+    ("import_box", "staged"): "the archive's disk is staged in <home>/tmp/",
+    ("import_box", "box_folder"): "the new box's disks/disk.qcow2 appears",
+    ("snapshot_create", "snapshot_disk"): "boxes/<id>/snapshots/<name>/disk.qcow2 appears",
+    ("snapshot_restore", "sent"): "at once after the request is sent",
+    ("snapshot_restore", "cow_child"): "the log says 'Creating COW child disk' (the restore's)",
+    ("snapshot_remove", "sent"): "at once after the request is sent",
+}
+FAULT_STATES = ("failed", "stopped", "detached")
+CASES = [(op, phase, sig, state) for (op, phase) in PHASES for sig in SIGNALS
+         for state in FAULT_STATES]
+# The gate's quick cases: the two multi-step writes of boxes and archives, on a failed box.
+GATE = {("export", "archive", "SIGKILL", "failed"), ("clone", "disk_written", "SIGKILL", "failed")}
+
+
+def _param(case: tuple[str, str, str, str]):
+    marks = () if case in GATE else (pytest.mark.skipif(
+        not ops.nightly(), reason=f"nightly: set {ops.NIGHTLY_ENV}=1"),)
+    return pytest.param(*case, id="-".join(case), marks=marks)
+
+
+def _skip_unsupported(op: str, exc) -> None:
+    if exc is not None and ops.unsupported(exc):
+        pytest.skip(f"{op} is not in this release: {exc.message}")
+
+
+@pytest.mark.parametrize("op, phase, sig, state", [_param(c) for c in CASES])
+def test_operation_cut_at_a_phase(chaos, op, phase, sig, state, tmp_path):
+    host = chaos.host(SIGNALS[sig][1])
+    source = box_in_state(chaos, host, state, name="source")
+    dest = tmp_path / "box.boxlite"
+    args, anchor = _arrange(chaos, host, op, phase, source, dest)
+    before = box_ids(host.home)
+    chaos.note(case=f"{op}@{phase}", anchor=PHASES[(op, phase)], state=state)
+
+    sent = {k: v for k, v in args.items() if not k.startswith("_")}
+    cut = fault_op(chaos, host, op, sent, phase, anchor, sig)
+    ensure_phase(cut)
+    fresh = chaos.restart(host)
+    judge_home(chaos, fresh, op, before, source)
+    if op == "export":
+        judge_archive(chaos, fresh, dest)
+    elif op == "snapshot_restore":
+        chaos.judge(opchecks.restore_as_snapshot_or_before(
+            source, args["_before"], args["_snapshot"], backing_of(fresh.home, source)))
+    if op.startswith("snapshot_"):
+        listed, exc = fresh.try_call("snapshot_list", box_id=source)
+        chaos.judge(opchecks.snapshots_whole_or_gone(
+            source, None if exc else [s["name"] for s in listed],
+            snapshot_folders(fresh.home, source)))
+
+
+def _arrange(chaos, host, op: str, phase: str, source: str, dest):
+    """The operation's arguments and its phase's anchor; what it needs made first (an
+    archive to import, snapshots to restore or remove) is made fault-free here."""
+    home = host.home
+    log_at = len(ops.runtime_log(home))
+    boxes = box_ids(home)
+    if op == "clone":
+        anchor = new_folder(home, boxes) if phase == "disk_written" else \
+            log_has(home, "Batch cloned boxes", log_at)
+        return {"box_id": source, "name": "clone"}, anchor
+    if op == "export":
+        anchor = {"flatten": staged(home, "disk.qcow2"), "manifest": staged(home, "manifest.json"),
+                  "archive": dest.exists}[phase]
+        return {"box_id": source, "dest": str(dest)}, anchor
+    if op == "import_box":
+        _, exc = host.try_call("export", timeout_s=ops.OP_BOUND_S, box_id=source,
+                               dest=str(dest))
+        _skip_unsupported("export", exc)
+        if exc is not None:
+            raise exc
+        boxes = box_ids(home)
+        anchor = staged(home, "disk.qcow2") if phase == "staged" else new_folder(home, boxes)
+        return {"archive_path": str(dest), "name": "imported"}, anchor
+    _, exc = host.try_call("snapshot_create", box_id=source, name="s1")
+    _skip_unsupported(op, exc)
+    if exc is not None:
+        raise exc
+    if op == "snapshot_create":
+        snap = home / "boxes" / source / "snapshots" / "s2" / "disk.qcow2"
+        return {"box_id": source, "name": "s2"}, snap.exists
+    host.call("snapshot_create", box_id=source, name="s2")
+    if op == "snapshot_remove":
+        # s1 is not what the disk depends on (s2 is), so its remove is allowed.
+        return {"box_id": source, "name": "s1"}, None
+    s1 = str(home / "boxes" / source / "snapshots" / "s1" / "disk.qcow2")
+    log_at = len(ops.runtime_log(home))
+    anchor = None if phase == "sent" else log_has(home, "Creating COW child disk", log_at)
+    return {"box_id": source, "name": "s1", "_before": backing_of(home, source),
+            "_snapshot": s1}, anchor
+
+
+@pytest.mark.parametrize("op", ["clone", "export", "snapshot_create"])
+def test_a_never_started_box_is_refused_cleanly(chaos, op, tmp_path):
+    """A configured box has no disk yet: clone, export and snapshot are refused (measured:
+    'Container disk not found', 'Failed to write snapshot marker'), and leave nothing."""
+    host = chaos.host()
+    box = box_in_state(chaos, host, "configured", name="never-started")
+    dest = tmp_path / "box.boxlite"
+    args = {"clone": {"box_id": box, "name": "clone"},
+            "export": {"box_id": box, "dest": str(dest)},
+            "snapshot_create": {"box_id": box, "name": "s1"}}[op]
+    before = box_ids(host.home)
+    _, exc = host.try_call(op, timeout_s=ops.OP_BOUND_S, **args)
+    _skip_unsupported(op, exc)
+    error = None if exc is None else {"type": exc.type, "message": exc.message}
+    chaos.judge(checks.op_failed_cleanly(op, error, host.alive),
+                opchecks.new_boxes_whole(op, before, ops.store_rows(host.home),
+                                         ops.all_disks(host.home), at_most=0),
+                opchecks.staging_cleared(op, staging(host.home)),
+                opchecks.export_whole_or_none(str(dest), dest.exists(), None, None
+                                              if not dest.exists() else "refused export"))
+    if op == "snapshot_create":
+        listed, lexc = host.try_call("snapshot_list", box_id=box)
+        chaos.judge(opchecks.snapshots_whole_or_gone(
+            box, None if lexc else [s["name"] for s in listed],
+            snapshot_folders(host.home, box)))
