@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.jobs.conformance import matrix as conformance
     from harness.jobs.fleet import soak as fleet_soak
     from harness.jobs.matrix import run as release_matrix
+    from harness.jobs.points import run as fault_points
     from harness.jobs.repro import replay as repro
     from harness.jobs.ripout import entries as ripout
     from harness.jobs.soak import cli as soak
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     ripout.add_parser(sub)
     bench_ledger.add_parser(sub)
     bench_shutdown.add_parser(sub)
+    fault_points.add_parser(sub)
     sweep.add_parser(sub)
     return p
 
