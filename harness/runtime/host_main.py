@@ -53,6 +53,9 @@ def info_dict(info) -> dict:
         "created_at": str(info.created_at),
         "started_at": str(getattr(info, "started_at", None)),
         "image": str(info.image),
+        # The 0.10 lifecycle options as the runtime resolved them (absent before 0.10).
+        **{k: getattr(info, k) for k in ("auto_delete", "auto_stop", "auto_resume")
+           if hasattr(info, k)},
     }
 
 

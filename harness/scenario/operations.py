@@ -4,12 +4,14 @@ phases, and what a fresh host on the home then finds.
 
 The phases were found from fault-free runs of 0.10.8 on this machine (2026-12-06), by the
 runtime log (`<home>/logs/`) and the files appearing in the home at a 2 ms poll:
-- clone (5-17 ms): the new box's `boxes/<new>/disks/disk.qcow2`, then the log line
-  "Batch cloned boxes"; nothing staged.
+- clone (5-17 ms): the new box's disk in a staging folder `boxes/.tmp*/disks/disk.qcow2`,
+  renamed to `boxes/<new>/`, then the log line "Batch cloned boxes" (written as it answers:
+  a signal there lands after the reply).
 - export (~1.4 s of a failed box): `<home>/tmp/.tmp*/disk.qcow2` (the flatten, ~1.35 s),
   `manifest.json` beside it, then the archive written in place at the destination (~60 ms,
   growing), then "Exported box to archive"; the staging folder goes at the end.
-- import_box (~15 ms): `<home>/tmp/.tmp*/` staging, then `boxes/<new>/disks/disk.qcow2`.
+- import_box (~15 ms): `<home>/tmp/.tmp*/` staging, then `boxes/<new>/disks/disk.qcow2`
+  (the 2 ms poll misses it about 1 time in 6: the reply comes first).
 - snapshot create (~5 ms): `boxes/<id>/snapshots/<name>/disk.qcow2`, then the box's disk is
   made a COW child of it; restore (~1 ms): a new COW child of the snapshot's disk.
 No operation here runs a shim: the boxes are not running on this machine (guests never boot).
@@ -63,6 +65,22 @@ def unsupported(exc: RuntimeOpError) -> bool:
     """The runtime, or its host program, lacks the operation (an older release, or a
     backend that says so): nothing to judge there."""
     return exc.type in ("OpUnsupported", "UnsupportedError")
+
+
+def user_options(**flags: Any) -> dict[str, Any]:
+    """Box option overrides (for Chaos.box_options) that leave every lifecycle option the
+    SDK's, as a user gets them (auto_remove too, which Chaos.box_options forces False), with
+    `flags` set (auto_remove, auto_delete, auto_stop, auto_resume, detach)."""
+    return {"auto_remove": None, "sdk_defaults": True, **flags}
+
+
+LIFECYCLE = ("auto_delete", "auto_stop", "auto_resume")
+
+
+def lifecycle_of(info: dict[str, Any] | None) -> dict[str, Any]:
+    """The lifecycle fields a host's get_info carries (the Python host passes what the SDK's
+    BoxInfo has; absent fields are left out)."""
+    return {k: info[k] for k in LIFECYCLE if info and k in info}
 
 
 def box_in_state(chaos: Chaos, host: RuntimeHost, state: str, name: str) -> str:
@@ -219,10 +237,14 @@ def log_has(home: Path, text: str, after: int) -> Callable[[], bool]:
     return lambda: text in runtime_log(home)[after:]
 
 
-def new_folder(home: Path, before: set[str], sub: str = "disks/disk.qcow2") -> Callable[[], bool]:
-    """An anchor: a box folder not in `before` holds `sub`."""
+def new_folder(home: Path, before: set[str], hidden: bool = False,
+               sub: str = "disks/disk.qcow2") -> Callable[[], bool]:
+    """An anchor: a folder under boxes/ not in `before` holds `sub`; with `hidden`, only a
+    staging folder (a clone builds its box in boxes/.tmp*/ and renames it), else only a
+    box's own."""
     root = home / "boxes"
-    return lambda: any((p / sub).exists() for p in root.iterdir() if p.name not in before) \
+    return lambda: any((p / sub).exists() for p in root.iterdir()
+                       if p.name not in before and p.name.startswith(".") == hidden) \
         if root.is_dir() else False
 
 

@@ -1,0 +1,89 @@
+"""A failed start with the options users get: the SDK's own lifecycle defaults and each
+lifecycle flag, beside the harness's usual auto_remove=False.
+
+Every other scenario forces auto_remove=False (Chaos.box_options), so nothing judged what a
+user gets. Measured on 0.10.8 (2026-12-06): with nothing set a box reads auto_delete=1 (remove
+on stop), auto_stop=0, auto_resume=True; auto_remove=True is the same; auto_remove=False is
+auto_delete=0. auto_stop is refused by the local runtime ("only supported by REST
+runtimes"), and detach=True is refused with the defaults ("remove-on-stop is incompatible with
+detach=true").
+
+PR 520 promises that a box whose start fails keeps its record, `failed` with its reason,
+until the user destroys it: judged with record_failed on every read path, live and after the
+host ends (on its own, or through a graceful shutdown), whatever the lifecycle options say.
+
+The gate runs the SDK's defaults with the host exiting; BOXLITE_CHAOS_OPS_NIGHTLY=1 runs every
+variant and ending.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.judge import checks
+from harness.scenario import operations as ops
+from harness.scenario.shutdown import failed_box_options
+from harness.scenario.steps import (
+    ENDINGS,
+    create_box,
+    judge_failed_record,
+    observed_failure,
+    start_with_fault,
+)
+
+pytestmark = pytest.mark.tier("init")
+
+# The box options of each variant, over the test image (None: left to the SDK).
+VARIANTS = {
+    "auto_remove_false": {},                    # the harness's usual options
+    "sdk_defaults": ops.user_options(),
+    "auto_remove_true": ops.user_options(auto_remove=True),
+    "auto_delete_0": ops.user_options(auto_delete=0),
+    "auto_delete_5": ops.user_options(auto_delete=5),
+    "auto_resume_false": ops.user_options(auto_resume=False),
+}
+GATE = {("sdk_defaults", "exit")}
+CASES = [(v, e) for v in VARIANTS for e in ENDINGS]
+
+
+def _param(variant: str, ending: str):
+    marks = () if (variant, ending) in GATE else (pytest.mark.skipif(
+        not ops.nightly(), reason=f"nightly: set {ops.NIGHTLY_ENV}=1"),)
+    return pytest.param(variant, ending, id=f"{variant}-{ending}", marks=marks)
+
+
+@pytest.mark.parametrize("variant, ending", [_param(*c) for c in CASES])
+def test_a_failed_start_keeps_its_record_with_these_options(chaos, doctor_boots, variant,
+                                                            ending):
+    host = chaos.host()
+    box = create_box(chaos, host, name=f"defaults-{variant}",
+                     **{**failed_box_options(doctor_boots), **VARIANTS[variant]})
+    chaos.note(variant=variant, options=VARIANTS[variant],
+               lifecycle=ops.lifecycle_of(host.call("get_info", box_id=box)))
+    start = start_with_fault(chaos, host, box, fault=None)
+    chaos.judge(checks.op_failed_cleanly("start", start.error, start.host_alive))
+    if start.error is not None:
+        chaos.witness("start_failed", box=box, error=start.error)
+    cause = observed_failure(chaos, start, host.home)
+    chaos.note(start_elapsed_s=round(start.elapsed_s, 2), error=start.error, observed=cause)
+    judge_failed_record(chaos, host, box, cause, ending)
+
+
+@pytest.mark.parametrize("options, refusal", [
+    (ops.user_options(auto_stop=3), "only supported by REST runtimes"),
+    (ops.user_options(detach=True), "remove-on-stop is incompatible with detach"),
+], ids=["auto_stop", "detach_with_defaults"])
+def test_options_the_local_runtime_refuses_leave_nothing(chaos, options, refusal):
+    """A create the local runtime refuses answers an error naming why, and leaves no record
+    and no folder. A release that accepts the option is noted, not failed: these refusals
+    are documented choices, not promises."""
+    host = chaos.host()
+    _, exc = host.try_call("create", timeout_s=60, options=chaos.box_options(**options),
+                           name="refused")
+    error = None if exc is None else {"type": exc.type, "message": exc.message}
+    chaos.note(options=options, error=error, expected_refusal=refusal)
+    if exc is None:
+        pytest.skip(f"this release accepts {options}: nothing refused to judge")
+    chaos.judge(checks.op_failed_cleanly("create", error, host.alive),
+                ops.opchecks.new_boxes_whole("create", [], ops.store_rows(host.home),
+                                             ops.all_disks(host.home), at_most=0))
