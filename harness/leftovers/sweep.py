@@ -197,8 +197,20 @@ def copy_home_artifacts(homes: Iterable[Path], dest: Path) -> list[str]:
     for i, home in enumerate(sorted(homes)):
         out = dest / f"home{i + 1}"
         out.mkdir(exist_ok=True)
-        for src in [*home.glob("logs/*"), *home.glob("boxes/*/shim.stderr"),
-                    *home.glob("boxes/*/logs/*"), *home.glob("db/boxlite.db*")]:
+        try:
+            os.listdir(home)
+        except OSError:
+            # A home on a storage fault's FUSE layer whose process ended (ENOTCONN): its
+            # files are in the backing folder beside it (harness.faults.fuse).
+            if home.with_name(home.name + ".backing").is_dir():
+                home = home.with_name(home.name + ".backing")
+        try:
+            found = [*home.glob("logs/*"), *home.glob("boxes/*/shim.stderr"),
+                     *home.glob("boxes/*/logs/*"), *home.glob("db/boxlite.db*")]
+        except OSError as exc:
+            errors.append(f"{home}: {exc.strerror or exc}")
+            continue
+        for src in found:
             rel = src.relative_to(home)
             try:
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,13 @@ its recovery judged (a new box reaches its shim spawn, every half-made box remov
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.common.errors import HostError
 from harness.common.wait import wait_for
+from harness.faults.fuse import FuseLayer, IoFault, io_fault
 from harness.faults.shim import box_tree
 from harness.faults.storage import FillDisk, SmallDisk, fill_disk
 from harness.judge import checks
@@ -40,6 +42,7 @@ class StorageWorld:
 
     chaos: Chaos
     disks: list[SmallDisk] = field(default_factory=list)
+    layers: list[FuseLayer] = field(default_factory=list)
 
     def home(self, size_mib: int, kind: str = "tmpfs") -> SmallDisk:
         disk = SmallDisk(self.chaos.factory.new_home(), size_mib, kind)
@@ -47,6 +50,23 @@ class StorageWorld:
         disk.mount()
         self.chaos.history.append("meta", event="small_disk", **disk.describe())
         return disk
+
+    def layer(self) -> FuseLayer:
+        """A new home on the FUSE layer (harness.faults.fuse); ArrangementError when it
+        cannot be mounted."""
+        layer = FuseLayer(self.chaos.factory.new_home())
+        self.layers.append(layer)
+        layer.mount()
+        self.chaos.history.append("meta", event="fuse_layer", **layer.describe())
+        return layer
+
+    def io(self, layer: FuseLayer, op: str | list[str], path: str, errno: str | None = "EIO",
+           **rule: Any) -> IoFault:
+        """Inject the layer's rule (harness.faults.fuse.io_fault: nth, every, delay_ms,
+        phase)."""
+        fault = self.chaos.inject(io_fault(layer, op, path, errno, **rule))
+        assert isinstance(fault, IoFault)
+        return fault
 
     def fill(self, disk: SmallDisk, leave_kib: int, phase: str) -> FillDisk:
         fault = self.chaos.inject(fill_disk(disk, leave_kib, phase))
@@ -60,6 +80,24 @@ class StorageWorld:
             done = disk.unmount()
             self.chaos.history.append("meta", event="small_disk_unmounted", home=str(disk.home),
                                       done=done)
+        for layer in self.layers:
+            done = layer.unmount()
+            self.chaos.history.append("meta", event="fuse_layer_unmounted", home=str(layer.home),
+                                      done=done)
+
+
+def witness_fired(chaos: Chaos, fault: IoFault, what: str) -> int:
+    """`fuse_fault_fired:<op>` (each op of the rule) when the layer failed or delayed at
+    least one call under the rule, from the layer's own count; returns that count (0: the
+    rule never fired, nothing witnessed)."""
+    counts = fault.counts() or {}
+    fired = int(counts.get("fired", 0))
+    chaos.note(io_fault_counts=counts, rule=fault.rule, what=what)
+    if fired:
+        for op in fault.rule["op"]:
+            chaos.witness(f"fuse_fault_fired:{op}", rule=fault.rule, fired=fired, what=what,
+                          fired_on=counts.get("fired_on", [])[:3])
+    return fired
 
 
 def options(chaos: Chaos) -> dict[str, Any]:
@@ -176,9 +214,11 @@ def remove_all(chaos: Chaos, host: RuntimeHost, disk: SmallDisk, boxes: list[str
 
 
 def recover(chaos: Chaos, world: StorageWorld, host: RuntimeHost, disk: SmallDisk,
-            half_made: list[str]) -> RuntimeHost:
+            half_made: list[str], spawned: Sequence[str] = ()) -> RuntimeHost:
     """Space back, a fresh runtime: the home judged, the failed boxes judged on the fresh
-    paths, a new box to its shim spawn, then every box removed."""
+    paths, a new box to its shim spawn, then every box removed. `spawned`: boxes whose start
+    got past the fault to its shim spawn (their VM ended by us, so no storage reason is
+    theirs to give): removed, not judged."""
     fresh = restart_with_space(chaos, world, host, disk)
     for box in half_made:
         reads = [*read_host(fresh, box, "fresh"),
@@ -187,6 +227,6 @@ def recover(chaos: Chaos, world: StorageWorld, host: RuntimeHost, disk: SmallDis
     judge_home(chaos, disk, "fresh")
     new = new_box_reaches_spawn(chaos, fresh, disk)
     t0 = time.monotonic()
-    remove_all(chaos, fresh, disk, half_made + ([new] if new else []))
+    remove_all(chaos, fresh, disk, [*half_made, *spawned] + ([new] if new else []))
     chaos.note(removed_in_s=round(time.monotonic() - t0, 2))
     return fresh
