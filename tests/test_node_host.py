@@ -39,6 +39,16 @@ class Box {
   }
   async stop() {}
   async info() { return records.get(this.id); }
+  async exec(cmd, args) {
+    // The SDK's JsExecution: stdout() yields chunks, then null; wait() gives {exitCode}.
+    const chunks = cmd === "hang" ? [] : [...args];
+    return {
+      async stdout() { return { async next() {
+        if (cmd === "hang") return new Promise(() => {});
+        return chunks.length ? chunks.shift() : null; } }; },
+      async wait() { return { exitCode: cmd === "fail" ? 3 : 0 }; },
+    };
+  }
 }
 export class JsBoxlite {
   constructor(opts) { this.opts = opts; }
@@ -197,3 +207,17 @@ def test_the_node_host_is_a_host_in_the_process_ledger(fake_env):
     from harness.observe.processes import classify
     cmd = " ".join([*fake_env.host_argv(), "--home", "/x"])
     assert classify("node", cmd) == "host"
+
+
+def test_exec_streams_stdout_and_gives_the_exit_code(factory):
+    """The exec path only runs in a booted guest (none boots here), so only the stand-in
+    pins what the host does with the SDK's execution: chunks joined and streamed, exit code
+    passed on, a command past its timeout ending in a TimeoutError."""
+    host = factory.start(flavour=BARE)
+    box = host.call("create", options={"rootfs_path": "/img"})["id"]
+    out = host.call("exec", box_id=box, cmd="echo", args=["a", "b"], stream_as="acks")
+    assert out == {"exit_code": 0, "stdout": "ab", "stderr": ""}
+    assert [e["chunk"] for e in host.events if e["event"] == "exec_out"] == ["a", "b"]
+    assert host.call("exec", box_id=box, cmd="fail", args=[])["exit_code"] == 3
+    _, err = host.try_call("exec", box_id=box, cmd="hang", exec_timeout_s=0.2)
+    assert err is not None and err.type == "TimeoutError"
