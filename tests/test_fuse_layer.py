@@ -135,3 +135,54 @@ def test_the_sweep_ends_a_dead_runs_layer(tmp_path, monkeypatch, daemon):
         assert not root.exists()
     finally:
         layer.unmount()
+
+
+def test_a_power_cut_keeps_only_what_was_fsynced(layer):
+    h = layer.home
+    (h / "kept").write_bytes(b"A" * 100)
+    (h / "old").write_text("old")
+    (h / "gone").write_text("x")
+    layer.checkpoint()
+    with open(h / "kept", "r+b") as fh:                 # overwritten, then extended: unsynced
+        fh.write(b"B" * 150)
+    fd = os.open(h / "synced", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"data")
+    os.fsync(fd)                                        # its data durable, its name not
+    os.close(fd)
+    os.rename(h / "old", h / "renamed")
+    (h / "gone").unlink()
+    (h / "dir").mkdir()
+    (h / "dir" / "f").write_text("f")
+    dfd = os.open(h / "dir", os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(dfd)                                       # dir's names durable, dir's own not
+    os.close(dfd)
+    lost = layer.cut()
+    assert lost["bytes_files"] >= 1 and lost["names"] >= 4
+    with pytest.raises(OSError):
+        (h / "kept").read_bytes()                       # off until the remount
+    layer.remount()
+    assert (h / "kept").read_bytes() == b"A" * 100
+    assert sorted(os.listdir(h)) == ["gone", "kept", "old"]
+    assert (h / "old").read_text() == "old" and (h / "gone").read_text() == "x"
+
+
+def test_a_durable_store_survives_a_power_cut(layer):
+    db = sqlite3.connect(layer.home / "store.db")
+    db.execute("pragma journal_mode=wal")
+    db.execute("create table t(x)")
+    db.commit()
+    layer.checkpoint()
+    db.execute("insert into t values (1)")
+    db.commit()                                         # fsynced: durable
+    db.execute("pragma synchronous=off")
+    db.execute("insert into t values (2)")
+    db.commit()                                         # not fsynced: lost
+    layer.cut()
+    db.close()
+    layer.remount()
+    db = sqlite3.connect(layer.home / "store.db")
+    try:
+        assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+        assert [r[0] for r in db.execute("select x from t")] == [1]
+    finally:
+        db.close()

@@ -35,6 +35,8 @@ from typing import Any
 import psutil
 
 from harness.common.errors import ArrangementError
+from harness.common.procs import Proc, kill_all
+from harness.common.procs import alive as procs_alive
 from harness.faults.base import Fault
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -102,7 +104,19 @@ class FuseLayer:
         self.folder = self.home.with_name(self.home.name + ".fuse")
         self.backing.mkdir(mode=0o755)
         self.folder.mkdir()
-        log = open(self.folder / "layer.log", "wb")     # noqa: SIM115 - the child holds it
+        return self._start()
+
+    def remount(self) -> FuseLayer:
+        """Unmount, then a new layer process on the same backing folder: the kernel's caches
+        of the old mount go with it (a reboot, after a power cut)."""
+        self.unmount()
+        if is_mountpoint(self.home):
+            raise ArrangementError(f"{self.home} is still mounted: the layer cannot come back")
+        return self._start()
+
+    def _start(self) -> FuseLayer:
+        assert self.folder is not None and self.backing is not None
+        log = open(self.folder / "layer.log", "ab")     # noqa: SIM115 - the child holds it
         try:
             self.proc = subprocess.Popen(
                 [SYSTEM_PYTHON, str(LAYER_PROGRAM), str(self.backing), str(self.home),
@@ -169,6 +183,17 @@ class FuseLayer:
     def report(self) -> dict[str, Any]:
         """{"rules": [rule + calls, fired, fired_on], "ops": {op: calls}}."""
         return self.command({"cmd": "report"})
+
+    def checkpoint(self) -> None:
+        """Everything written so far counts as on the disk; from now on the layer keeps
+        what was not fsynced apart, for cut()."""
+        self.command({"cmd": "checkpoint"})
+
+    def cut(self) -> dict[str, int]:
+        """The power goes: what no fsync made durable since the checkpoint is undone in the
+        backing folder, and every later call fails with EIO until remount(). Returns what
+        was undone: {bytes_files, names}."""
+        return self.command({"cmd": "cut"})["lost"]
 
     def rule_counts(self, rule_id: int) -> dict[str, Any] | None:
         for r in self.report()["rules"]:
@@ -271,3 +296,41 @@ def io_fault(layer: FuseLayer, op: str | list[str], path: str, errno: str | None
             "delay_ms": delay_ms}
     return IoFault("io_fault", {"home": str(layer.home), "rule": rule, "phase": phase},
                    layer=layer, rule=rule)
+
+
+@dataclass
+class PowerCut(Fault):
+    """A power cut under a home on the layer (LazyFS's model, "When Amnesia Strikes", VLDB
+    2024): every process of the home stopped at once (SIGSTOP, by pid and start time), the
+    layer drops what was not fsynced since its checkpoint (unsynced writes, names no fsync of
+    their folder made durable), every process killed, the layer mounted again on what a real
+    disk would hold. Nothing to heal: the power comes back with the remount."""
+
+    layer: FuseLayer | None = None
+    procs: list[Proc] = field(default_factory=list)
+
+    def _inject(self) -> None:
+        assert self.layer is not None
+        stopped = []
+        for proc in self.procs:
+            p = proc.same()
+            if p is not None:
+                try:
+                    p.send_signal(signal.SIGSTOP)
+                    stopped.append(proc.pid)
+                except psutil.Error:
+                    continue
+        lost = self.layer.cut()
+        killed = kill_all(self.procs, wait_s=EXIT_TIMEOUT_S)
+        left = [p.pid for p in self.procs if procs_alive(p)]
+        self.layer.remount()
+        self.target.update(stopped=stopped, killed=[k["pid"] for k in killed], left=left,
+                           lost=lost, t=round(time.monotonic(), 3))
+
+
+def power_cut(layer: FuseLayer, procs: list[Proc], phase: str) -> PowerCut:
+    """The power cut of `layer`'s home at `phase`, killing `procs` (the home's host and its
+    boxes' processes)."""
+    return PowerCut("power_cut", {"home": str(layer.home), "phase": phase,
+                                  "procs": [{"pid": p.pid, "name": p.name} for p in procs]},
+                    layer=layer, procs=procs)

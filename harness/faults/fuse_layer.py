@@ -28,6 +28,7 @@ import errno
 import fnmatch
 import json
 import os
+import shutil
 import stat
 import sys
 from typing import Any
@@ -44,6 +45,7 @@ class Rules:
         self.rules: list[dict[str, Any]] = []
         self.next_id = 1
         self.ops: dict[str, int] = {}
+        self.off = False
 
     def add(self, rule: dict[str, Any]) -> int:
         ops = rule.get("op") or "*"
@@ -63,8 +65,11 @@ class Rules:
                           for r in self.rules], "ops": dict(self.ops)}
 
     async def check(self, op: str, *paths: str) -> None:
-        """Count the call; fail or delay it where a rule says so."""
+        """Count the call; fail or delay it where a rule says so. After a power cut every
+        call fails with EIO (the disk is gone until the layer is mounted again)."""
         self.ops[op] = self.ops.get(op, 0) + 1
+        if self.off:
+            raise FUSEError(errno.EIO)
         for r in self.rules:
             if not ("*" in r["op"] or op in r["op"]):
                 continue
@@ -83,12 +88,147 @@ class Rules:
                 raise FUSEError(r["errno_value"])
 
 
+class Durability:
+    """What a real disk would hold after a power cut (LazyFS's model, kept as undo records):
+    from a checkpoint on, a write or truncate that no fsync of its file followed, and a name
+    made, moved or removed that no fsync of its parent folder followed, is undone by cut().
+    A file's old bytes are read before each unsynced overwrite (new files need none: their
+    durable size is 0). Off until checkpoint()."""
+
+    def __init__(self, backing: str) -> None:
+        self.backing = backing
+        self.on = False
+        self.data: dict[str, dict[str, Any]] = {}       # path -> {size, ranges: [(off, old)]}
+        self.names: list[dict[str, Any]] = []           # namespace ops, oldest first
+        self.stash = os.path.join(backing, ".bxc-stash")
+        self.n = 0
+        self.lost: dict[str, int] = {}
+
+    def checkpoint(self) -> None:
+        """Everything so far is on the disk (a sync); track from here."""
+        self.on = True
+        self.data.clear()
+        self.names.clear()
+
+    def _stash(self, path: str) -> str:
+        """Keep `path`'s inode under a hidden name (a hard link), for an undo to put back."""
+        os.makedirs(self.stash, exist_ok=True)
+        self.n += 1
+        kept = os.path.join(self.stash, str(self.n))
+        os.link(path, kept, follow_symlinks=False)
+        return kept
+
+    def before_write(self, path: str, fd: int, off: int, size: int) -> None:
+        if not self.on:
+            return
+        rec = self.data.get(path)
+        if rec is None:
+            rec = self.data[path] = {"size": os.fstat(fd).st_size, "ranges": []}
+        end = min(off + size, os.fstat(fd).st_size)
+        if end > off and off < rec["size"]:
+            rec["ranges"].append((off, os.pread(fd, min(end, rec["size"]) - off, off)))
+
+    def before_truncate(self, path: str, new_size: int) -> None:
+        if not self.on:
+            return
+        rec = self.data.get(path)
+        cur = os.lstat(path).st_size
+        if rec is None:
+            rec = self.data[path] = {"size": cur, "ranges": []}
+        if new_size < min(cur, rec["size"]):
+            with open(path, "rb") as fh:
+                fh.seek(new_size)
+                rec["ranges"].append((new_size, fh.read(rec["size"] - new_size)))
+
+    def created(self, path: str, kind: str) -> None:
+        if self.on:
+            self.names.append({"op": kind, "path": path, "dirs": [os.path.dirname(path)]})
+            if kind == "create":
+                self.data[path] = {"size": 0, "ranges": []}
+
+    def before_remove(self, path: str, kind: str) -> dict[str, Any] | None:
+        if not self.on:
+            return None
+        entry: dict[str, Any] = {"op": kind, "path": path, "dirs": [os.path.dirname(path)]}
+        if kind == "unlink":
+            entry["kept"] = self._stash(path)
+            if path in self.data:
+                self.data[entry["kept"]] = self.data.pop(path)
+        self.names.append(entry)
+        return entry
+
+    def before_rename(self, old: str, new: str) -> None:
+        if not self.on:
+            return
+        entry: dict[str, Any] = {"op": "rename", "path": old, "to": new,
+                                 "dirs": sorted({os.path.dirname(old), os.path.dirname(new)})}
+        if os.path.lexists(new) and not os.path.isdir(new):
+            entry["kept"] = self._stash(new)
+            if new in self.data:
+                self.data[entry["kept"]] = self.data.pop(new)
+        self.names.append(entry)
+
+    def renamed(self, old: str, new: str) -> None:
+        for p in list(self.data):
+            if p == old or p.startswith(old + "/"):
+                self.data[new + p[len(old):]] = self.data.pop(p)
+
+    def synced(self, path: str) -> None:
+        self.data.pop(path, None)
+
+    def dir_synced(self, path: str) -> None:
+        """A folder's fsync makes the names in it durable (a rename: both its folders)."""
+        for e in self.names:
+            e["dirs"] = [d for d in e["dirs"] if d != path]
+        self.names = [e for e in self.names if e["dirs"]]
+
+    def cut(self) -> dict[str, int]:
+        """Undo what a power cut loses; returns the counts of what was undone."""
+        lost = {"bytes_files": 0, "names": 0}
+        for path, rec in self.data.items():
+            try:
+                fd = os.open(path, os.O_WRONLY)
+            except OSError:
+                continue
+            try:
+                for off, old in reversed(rec["ranges"]):
+                    os.pwrite(fd, old, off)
+                os.ftruncate(fd, rec["size"])
+                lost["bytes_files"] += 1
+            finally:
+                os.close(fd)
+        for e in reversed(self.names):
+            try:
+                if e["op"] in ("create", "mknod", "symlink", "link"):
+                    os.unlink(e["path"])
+                elif e["op"] == "mkdir":
+                    shutil.rmtree(e["path"])
+                elif e["op"] == "rmdir":
+                    os.mkdir(e["path"])
+                elif e["op"] == "unlink":
+                    os.rename(e["kept"], e["path"])
+                elif e["op"] == "rename":
+                    os.rename(e["to"], e["path"])
+                    if e.get("kept"):
+                        os.rename(e["kept"], e["to"])
+                lost["names"] += 1
+            except OSError:
+                continue
+        shutil.rmtree(self.stash, ignore_errors=True)
+        self.data.clear()
+        self.names.clear()
+        self.on = False
+        self.lost = lost
+        return lost
+
+
 class Layer(pyfuse3.Operations):
     enable_writeback_cache = False      # every write reaches us, so a rule can fail it
 
     def __init__(self, backing: str, rules: Rules) -> None:
         super().__init__()
         self.backing = backing.rstrip("/")
+        self.durable = Durability(self.backing)
         self.root_ino = os.lstat(self.backing).st_ino
         self.paths: dict[int, str] = {pyfuse3.ROOT_INODE: self.backing}
         self.fds: dict[int, int] = {}           # fh -> fd (one per open)
@@ -164,6 +304,7 @@ class Layer(pyfuse3.Operations):
         await self.rules.check("setattr", self._rel(path))
         target = self.fds.get(fh, path) if fh is not None else path
         if fields.update_size:
+            self.durable.before_truncate(path, attr.st_size)
             self._os(os.truncate, target, attr.st_size)
         if fields.update_mode:
             self._os(os.chmod, target, stat.S_IMODE(attr.st_mode))
@@ -200,36 +341,42 @@ class Layer(pyfuse3.Operations):
         path = self._join(parent_inode, name)
         await self.rules.check("mkdir", self._rel(path))
         self._os(os.mkdir, path, mode & ~ctx.umask)
+        self.durable.created(path, "mkdir")
         return self._attr(path)
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         path = self._join(parent_inode, name)
         await self.rules.check("mknod", self._rel(path))
         self._os(lambda: os.mknod(path, mode & ~ctx.umask, rdev))
+        self.durable.created(path, "mknod")
         return self._attr(path)
 
     async def symlink(self, parent_inode, name, target, ctx):
         path = self._join(parent_inode, name)
         await self.rules.check("symlink", self._rel(path))
         self._os(os.symlink, os.fsdecode(target), path)
+        self.durable.created(path, "symlink")
         return self._attr(path)
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
         path = self._join(new_parent_inode, new_name)
         await self.rules.check("link", self._rel(path))
         self._os(lambda: os.link(self._path(inode), path, follow_symlinks=False))
+        self.durable.created(path, "link")
         attr = self._attr(self._path(inode))
         return attr
 
     async def unlink(self, parent_inode, name, ctx):
         path = self._join(parent_inode, name)
         await self.rules.check("unlink", self._rel(path))
+        self._os(self.durable.before_remove, path, "unlink")
         self._os(os.unlink, path)
 
     async def rmdir(self, parent_inode, name, ctx):
         path = self._join(parent_inode, name)
         await self.rules.check("rmdir", self._rel(path))
         self._os(os.rmdir, path)
+        self.durable.before_remove(path, "rmdir")
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         old = self._join(parent_inode_old, name_old)
@@ -239,8 +386,10 @@ class Layer(pyfuse3.Operations):
             raise FUSEError(errno.EINVAL)
         if flags & pyfuse3.RENAME_NOREPLACE and os.path.lexists(new):
             raise FUSEError(errno.EEXIST)
+        self._os(self.durable.before_rename, old, new)
         self._os(os.rename, old, new)
         self._moved(old, new)
+        self.durable.renamed(old, new)
 
     async def opendir(self, inode, ctx):
         fh, self.next_fh = self.next_fh, self.next_fh + 1
@@ -278,6 +427,7 @@ class Layer(pyfuse3.Operations):
             self._os(os.fsync, fd)
         finally:
             os.close(fd)
+        self.durable.dir_synced(path)
 
     # -- files ------------------------------------------------------------------------
     def _new_fh(self, fd: int, inode: int) -> pyfuse3.FileInfo:
@@ -292,13 +442,20 @@ class Layer(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         path = self._path(inode)
         await self.rules.check("open", self._rel(path))
+        if flags & os.O_TRUNC:
+            self._os(self.durable.before_truncate, path, 0)
         fd = self._os(os.open, path, flags & ~(os.O_DIRECT | os.O_CREAT))
         return self._new_fh(fd, inode)
 
     async def create(self, parent_inode, name, mode, flags, ctx):
         path = self._join(parent_inode, name)
         await self.rules.check("create", self._rel(path))
+        existed = os.path.lexists(path)
+        if existed and flags & os.O_TRUNC:
+            self.durable.before_truncate(path, 0)
         fd = self._os(os.open, path, (flags & ~os.O_DIRECT) | os.O_CREAT, mode & ~ctx.umask)
+        if not existed:
+            self.durable.created(path, "create")
         attr = self._attr(path)
         return self._new_fh(fd, attr.st_ino), attr
 
@@ -307,6 +464,9 @@ class Layer(pyfuse3.Operations):
 
     async def write(self, fh, off, buf):
         await self.rules.check("write", self._fh_path(fh))
+        path = self.paths.get(self.fh_ino.get(fh, -1))
+        if path is not None:
+            self._os(self.durable.before_write, path, self.fds[fh], off, len(buf))
         return self._os(os.pwrite, self.fds[fh], buf, off)
 
     async def flush(self, fh):
@@ -315,6 +475,9 @@ class Layer(pyfuse3.Operations):
     async def fsync(self, fh, datasync):
         await self.rules.check("fsync", self._fh_path(fh))
         self._os(os.fdatasync if datasync else os.fsync, self.fds[fh])
+        path = self.paths.get(self.fh_ino.get(fh, -1))
+        if path is not None:
+            self.durable.synced(path)
 
     async def release(self, fh):
         fd = self.fds.pop(fh, None)
@@ -323,7 +486,7 @@ class Layer(pyfuse3.Operations):
             os.close(fd)
 
 
-async def serve_control(sock_path: str, rules: Rules) -> None:
+async def serve_control(sock_path: str, rules: Rules, layer: Layer) -> None:
     """One JSON line in, one out, per connection."""
     listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     if os.path.exists(sock_path):
@@ -349,6 +512,12 @@ async def serve_control(sock_path: str, rules: Rules) -> None:
                 elif cmd == "clear":
                     rules.clear(req.get("id"))
                     out = {"ok": True}
+                elif cmd == "checkpoint":
+                    layer.durable.checkpoint()
+                    out = {"ok": True}
+                elif cmd == "cut":
+                    rules.off = True
+                    out = {"ok": True, "lost": layer.durable.cut()}
                 elif cmd == "report":
                     out = {"ok": True, **rules.report()}
                 else:
@@ -368,7 +537,7 @@ async def run(backing: str, mountpoint: str, control: str) -> None:
     pyfuse3.init(ops, mountpoint, options)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve_control, control, rules)
+            nursery.start_soon(serve_control, control, rules, ops)
             await pyfuse3.main(min_tasks=2, max_tasks=16)
             nursery.cancel_scope.cancel()
     finally:
