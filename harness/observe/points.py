@@ -8,7 +8,8 @@ A point is one of four kinds, each read from where the runtime leaves it:
   file   a file or folder created, renamed or removed in the home (paths normalised), found by
          polling (no inotify: a file created and removed or renamed within one poll is
          missed; the poll's interval is the resolution, POLL_S);
-  proc   a runtime process (bwrap, shim, vm) spawned or gone among the host's descendants.
+  proc   a runtime process (bwrap, or the shim, named 'libkrun VM' once its VM runs) spawned
+         or gone among the host's descendants.
 The same name seen again in one run is numbered (`#2`), so a list is a sequence of unique keys.
 """
 
@@ -46,7 +47,10 @@ _SUBS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?:/[\w.@+-]+)+/?"), "<path>"),            # absolute paths
     (re.compile(r"\bsha256[:-][0-9a-f]{12,}\b"), "<digest>"),
     (re.compile(r"\b[0-9a-f]{12,}\b"), "<hex>"),
+    # Box ids: 12 letters and digits, mixed case or with a digit (the recorder also swaps
+    # the ids it knows before this runs).
     (re.compile(r"\b(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{8,}\b"), "<id>"),
+    (re.compile(r"\b(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{12}\b"), "<id>"),
     (re.compile(r"\d+(?:\.\d+)?"), "#"),
     (re.compile(r"\{.*\}"), "{…}"),                           # Debug-printed structs
     (re.compile(r"\s+"), " "),
@@ -62,9 +66,12 @@ def normalise_message(message: str) -> str:
     return out.strip(" :,")
 
 
-def parse_log_line(line: str) -> tuple[float, str, str] | None:
+def parse_log_line(line: str, box_ids: Iterable[str] = ()) -> tuple[float, str, str] | None:
     """(UTC epoch seconds, module, normalised message) of one runtime log line, or None for
-    a continuation line (an evidence block's fields, a console tail)."""
+    a continuation line (an evidence block's fields, a console tail). `box_ids` are swapped
+    for <id> first."""
+    for b in box_ids:
+        line = line.replace(b, "<id>")
     m = _LOG_LINE.match(line)
     if not m:
         return None
@@ -82,6 +89,7 @@ def datetime_epoch(stamp: str) -> float:
 
 _FILE_SUBS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\.tmp[\w]{6}"), "<tmp>"),
+    (re.compile(r"\d{4}-\d\d-\d\d"), "<date>"),
     (re.compile(r"sha256-[0-9a-f]{64}"), "<digest>"),
     (re.compile(r"-r\d+"), "-r<size>"),
     (re.compile(r"(?<=bases/)[\w-]+(?=\.ext4)"), "<layer>"),
@@ -173,6 +181,7 @@ class Recorder:
     # -- reading ---------------------------------------------------------------------------
     def _logs(self) -> list[tuple[float, str, str]]:
         out: list[tuple[float, str, str]] = []
+        ids = list(self.box_ids())
         for f in sorted((self.home / "logs").glob("boxlite.log*")):
             pos = self._log_pos.get(f, 0)
             try:
@@ -185,7 +194,7 @@ class Recorder:
             cut = chunk.rfind(b"\n") + 1
             self._log_pos[f] = pos + cut
             for line in chunk[:cut].decode(errors="replace").splitlines():
-                parsed = parse_log_line(line)
+                parsed = parse_log_line(line, ids)
                 if parsed:
                     out.append(parsed)
         return out
@@ -229,8 +238,10 @@ class Recorder:
                     if p.status() == psutil.STATUS_ZOMBIE:
                         continue
                     kind = classify(p.name(), " ".join(p.cmdline()[:1]))
+                    # The shim renames itself 'libkrun VM' once its VM runs: one process,
+                    # whichever name a look catches first, so both are the shim.
                     if kind in ("shim", "vm", "bwrap"):
-                        out[(p.pid, p.create_time())] = kind
+                        out[(p.pid, p.create_time())] = "bwrap" if kind == "bwrap" else "shim"
                 except psutil.Error:
                     continue
         return out

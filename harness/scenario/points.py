@@ -244,16 +244,18 @@ def discover_once(chaos: Chaos, operation: str, variant: str) -> tuple[list[Poin
 def fits(kind: str, point: str, reference: list[str]) -> bool:
     """Whether a fault `kind` can land at `point` of an operation whose fault-free points are
     `reference`: the host's faults everywhere; the box's (shim kill, freeze) only between its
-    shim's spawn and its exit."""
+    shim's spawn (or the operation's start, when its arrangement spawned it) and its exit."""
     if kind in ("host_sigkill", "host_sigterm"):
         return True
     if point not in reference:
         return False
     i = reference.index(point)
-    spawned = any(k.startswith("proc:spawn shim") or k.startswith("proc:spawn vm")
-                  for k in reference[:i + 1])
-    gone = any(k.startswith("proc:exit shim") or k.startswith("proc:exit vm")
-               for k in reference[:i + 1])
+    spawn = [k for k in reference if k.startswith("proc:spawn shim")]
+    exits = [j for j, k in enumerate(reference) if k.startswith("proc:exit shim")]
+    # A shim the arrangement started (stop, remove, shutdown) runs from the first point.
+    spawned = (any(k.startswith("proc:spawn shim") for k in reference[:i + 1])
+               or (not spawn and bool(exits)))
+    gone = any(j <= i for j in exits)
     return spawned and not gone
 
 
@@ -291,12 +293,14 @@ def _fire(run: Run, kind: str, faults: list[Fault]) -> Callable[[], None]:
 
 
 def fault_at_point(chaos: Chaos, operation: str, variant: str, point: str, kind: str,
-                   reference: list[str]) -> PointResult:
+                   reference: list[str], conclude: bool = True) -> PointResult:
     """Run `operation` on a `variant` box and land `kind` at `point` the moment its evidence
     is seen; then judge, through a fresh host on the home: store_integrity, records_settled,
     home_consistent, read_paths_agree of the box; and the conclusion's process checks. A
     point never seen, or a fault that could not be sent, is judged `unknown`
-    (fault_landed[...]). Returns the result; raises nothing on a failing verdict."""
+    (fault_landed[...]). With `conclude` (outside pytest) the world is concluded here and
+    the conclusion's verdicts are in the result; a scenario leaves that to the plugin.
+    Returns the result; raises nothing on a failing verdict."""
     t0 = time.monotonic()
     op = OPERATIONS[operation]
     run = Run(chaos, variant)
@@ -335,10 +339,11 @@ def fault_at_point(chaos: Chaos, operation: str, variant: str, point: str, kind:
                             {"seen": trigger.landing.seen, "error": trigger.error},
                             result.why))
     judge_home(chaos, run)
-    try:
-        chaos.conclude()
-    except ScenarioFailed:
-        pass
+    if conclude:
+        try:
+            chaos.conclude()
+        except ScenarioFailed:
+            pass
     result.verdicts = [{"check": j.verdict.check, "status": j.verdict.status,
                         "outcome": j.outcome, "summary": j.verdict.summary,
                         "known": j.known.id if j.known else None} for j in chaos.judgements]

@@ -156,6 +156,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--variant", action="append", choices=VARIANTS)
     r.add_argument("--kind", action="append", choices=FAULT_KINDS)
     r.add_argument("--stable-only", action="store_true", help="leave out unstable points")
+    r.add_argument("--limit", type=int, help="land at most this many faults (the first ones)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print how many faults each operation would land, and stop")
     r.add_argument("--report", help="report folder (default reports/points-<time>)")
     r.set_defaults(fn=cmd_run)
     return p
@@ -216,9 +219,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     kinds = args.kind or list(FAULT_KINDS)
     report = Path(args.report) if args.report else REPORTS / datetime.now(UTC).strftime(
         "points-%Y%m%dT%H%M%SZ")
+    if args.dry_run:
+        from collections import Counter
+
+        from harness.runtime.spec import RuntimeSpec
+        version = RuntimeSpec.parse(args.runtime).version
+        todo = plan(version, ops, variants, kinds, args.quick, args.stable_only)
+        for (op, variant, kind), n in sorted(Counter((t[0], t[1], t[3]) for t in todo).items()):
+            print(f"{op} [{variant}] {kind}: {n}")
+        print(f"{len(todo)} faults in all")
+        return 0
     t0 = time.monotonic()
     with setup(args.runtime, report) as s:
         todo = plan(s.env.version, ops, variants, kinds, args.quick, args.stable_only)
+        todo = todo[:args.limit] if args.limit else todo
         print(f"{len(todo)} faults to land on {s.env.version}")
         results = sweep(s, todo, report)
         wall = time.monotonic() - t0
