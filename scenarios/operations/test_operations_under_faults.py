@@ -167,3 +167,16 @@ def test_a_never_started_box_is_refused_cleanly(chaos, op, tmp_path):
         chaos.judge(opchecks.snapshots_whole_or_gone(
             box, None if lexc else [s["name"] for s in listed],
             snapshot_folders(host.home, box)))
+
+
+def test_named_volumes_are_answered(chaos):
+    """Named volumes (runtime.volumes): measured on 0.10.8, the local runtime answers
+    UnsupportedError 'named volumes are not supported yet' to create and list, so there is
+    no volume to cut; a release that supports them skips here naming that its fault cases
+    (a volume whole or gone) are still to be written."""
+    host = chaos.host()
+    created, exc = host.try_call("volume_create", name="v1")
+    chaos.note(volume_create=created, error=None if exc is None else exc.message)
+    if exc is not None and ops.unsupported(exc):
+        pytest.skip(f"named volumes are not in this runtime: {exc.message}")
+    pytest.skip(f"named volumes answer {created or exc}: their fault cases are not written yet")
