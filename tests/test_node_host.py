@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.common.errors import HostError
 from harness.runtime.host import (
     BARE,
     Flavour,
@@ -221,3 +222,20 @@ def test_exec_streams_stdout_and_gives_the_exit_code(factory):
     assert host.call("exec", box_id=box, cmd="fail", args=[])["exit_code"] == 3
     _, err = host.try_call("exec", box_id=box, cmd="hang", exec_timeout_s=0.2)
     assert err is not None and err.type == "TimeoutError"
+
+
+def test_a_runtime_that_does_not_start_says_why_last(fake_env, tmp_path):
+    """As host_main.py's traceback does, the reason is stderr's last line (the harness shows
+    the last lines when a host exits before ready)."""
+    index = fake_env.venv / "node_modules" / "@boxlite-ai" / "boxlite" / "index.js"
+    index.write_text(index.read_text().replace(
+        "constructor(opts) { this.opts = opts; }",
+        "constructor(opts) { throw Object.assign(new Error('internal error: Failed to acquire "
+        "runtime lock at ' + opts.homeDir), { code: 'GenericFailure' }); }"))
+    f = HostFactory(fake_env, tmp_path / "run")
+    try:
+        with pytest.raises(HostError, match=r"InternalError: internal error: Failed to acquire "
+                                            r"runtime lock at \S+$"):
+            f.start(flavour=BARE)
+    finally:
+        f.close_all()

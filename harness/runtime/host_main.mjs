@@ -206,8 +206,22 @@ function onSigtermShutDown() {
   });
 }
 
+// The runtime refusing to start (a home another runtime holds) ends the host before ready,
+// its reason the last line of stderr as host_main.py's traceback leaves it: the harness
+// reads the reason there. Node's own report of an uncaught error ends in its version line.
+function startFailed(err) {
+  const { type, message } = errorShape(err);
+  process.stderr.write(`${String(err?.stack ?? err)}\n${type}: ${message}\n`);
+  process.exit(1);
+}
+
 if (args.sigterm === "graceful-early") onSigtermShutDown();
-const rt = makeRuntime();
+let rt;
+try {
+  rt = makeRuntime();
+} catch (err) {
+  startFailed(err);
+}
 // Whether this process has a handler for SIGTERM, from the kernel (/proc/self/status).
 function catchesSigterm() {
   const m = readFileSync("/proc/self/status", "utf8").match(/^SigCgt:\s*([0-9a-f]+)$/m);
@@ -222,7 +236,7 @@ if (args.runtime === "default") {
   // handler, so the flavour below replaces or keeps it as host_main.py's order does. A JS
   // handler registered before it lands runs beside it, and the process then dies of SIGSEGV
   // on SIGTERM in 4-6 of 12 tries (an SDK bug; see scenarios/sdk).
-  await rt.listInfo();
+  await rt.listInfo().catch(startFailed);
   const t0 = performance.now();
   while (args.sigterm !== "graceful-early" && !catchesSigterm() && performance.now() - t0 < SDK_HANDLER_WAIT_MS) {
     await new Promise((resolve) => setTimeout(resolve, 5));
