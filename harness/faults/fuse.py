@@ -43,6 +43,10 @@ from harness.common.procs import Proc, kill_all
 from harness.common.procs import alive as procs_alive
 from harness.faults.base import Fault
 
+# Read off /proc/self/mountinfo: a dead FUSE mount is still listed there, where
+# os.path.ismount fails on it (ENOTCONN).
+from harness.faults.storage import is_mountpoint
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 LAYER_PROGRAM = Path(__file__).with_name("fuse_layer.py")
 MOUNT_TIMEOUT_S = 20.0
@@ -64,17 +68,6 @@ def available() -> str | None:
     if probe.returncode != 0:
         return f"{SYSTEM_PYTHON} cannot import pyfuse3 (Debian package python3-pyfuse3)"
     return None
-
-
-def is_mountpoint(path: Path) -> bool:
-    """Listed as a mount point in /proc/self/mountinfo (a dead FUSE mount is still listed,
-    where os.path.ismount would fail on it)."""
-    target = str(path)
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return False
-    return any(len(p := line.split()) > 4 and p[4] == target for line in lines)
 
 
 @dataclass
