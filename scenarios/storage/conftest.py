@@ -1,10 +1,13 @@
 """Storage scenarios: the `storage` fixture (a scenario's small disks, unmounted in its
 teardown after the scenario concluded) and the split between the gate and the nightly run.
 
-Quick scenarios (no VM runs: the start fails before its shim, or at the shim copy) are in the
-gate. Slow ones (`@pytest.mark.storage_nightly`: a VM runs until it fails on its own, or the
-ext4 variants of the gate's) run where $BOXLITE_CHAOS_STORAGE_NIGHTLY=1, as the nightly
-release matrix sets it; elsewhere they skip, saying so.
+Homes are small disks (test_disk_full.py) or the FUSE layer failing, slowing or power-cutting
+chosen calls (test_io_errors.py, test_power_cut.py; harness/faults/fuse.py), unmounted in the
+fixture's teardown. Quick scenarios (no VM runs past its spawn: the start fails before its
+shim, or the shim is ended once judged) are in the gate. Slow ones
+(`@pytest.mark.storage_nightly`: a VM runs until it fails on its own, the ext4 variants of the
+gate's, the power cut's other phases) run where $BOXLITE_CHAOS_STORAGE_NIGHTLY=1, as the
+nightly release matrix sets it; elsewhere they skip, saying so.
 """
 
 from __future__ import annotations
