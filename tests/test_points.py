@@ -32,6 +32,12 @@ def test_messages_lose_what_changes_between_runs():
         "Creating COW child disk: <path> (backing: <path>)"
     assert normalise_message("Box ntgUcR0yhNLP failed to start: timeout after 30s") == \
         "Box <id> failed to start: timeout after #s"
+    assert normalise_message("Box JEMxjLQQOrwb failed") == "Box <id> failed"
+    assert normalise_message("Initializing minimal guest rootfs") == \
+        "Initializing minimal guest rootfs"
+    line = ("2026-12-06T20:34:39.130706Z  INFO boxlite::disk::qcow2: Created COW child disk: "
+            "/tmp/h/boxes/JEMxjLQQOrwb/disks/disk.qcow2")
+    assert parse_log_line(line, ["JEMxjLQQOrwb"])[2] == "Created COW child disk: <path>"
     assert normalise_message("Building image disk for sha256:" + "ab" * 32 + " (first time)") \
         == "Building image disk for <digest> (first time)"
 
@@ -124,6 +130,7 @@ def test_the_trigger_fires_once_at_its_point_and_counts_the_overshoot():
     for key in ("log:a", "log:b", "log:c"):
         trig.on_point(Point("log", key[4:], now - 0.01, key))
     trig.on_point(Point("log", "d", now + 60, "log:d"))
+    trig.on_point(Point("file", "create x", now - 1, "file:create x"))     # seen after
     assert len(fired) == 1 and trig.landing.landed
     fig = trig.landing.figures(["log:a", "log:b", "log:c", "log:d"])
     assert fig["overshoot"] == 1 and fig["overshot"] == ["log:c"]

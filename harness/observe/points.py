@@ -50,7 +50,8 @@ _SUBS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Box ids: 12 letters and digits, mixed case or with a digit (the recorder also swaps
     # the ids it knows before this runs).
     (re.compile(r"\b(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{8,}\b"), "<id>"),
-    (re.compile(r"\b(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{12}\b"), "<id>"),
+    (re.compile(r"\b(?=[A-Za-z0-9]{1,11}[A-Z])(?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]{12}\b"), "<id>"),
+    (re.compile(r"BOXID"), "<id>"),
     (re.compile(r"\d+(?:\.\d+)?"), "#"),
     (re.compile(r"\{.*\}"), "{…}"),                           # Debug-printed structs
     (re.compile(r"\s+"), " "),
@@ -71,7 +72,7 @@ def parse_log_line(line: str, box_ids: Iterable[str] = ()) -> tuple[float, str, 
     a continuation line (an evidence block's fields, a console tail). `box_ids` are swapped
     for <id> first."""
     for b in box_ids:
-        line = line.replace(b, "<id>")
+        line = line.replace(b, "BOXID")         # a word, so a path around it stays one path
     m = _LOG_LINE.match(line)
     if not m:
         return None
@@ -459,9 +460,10 @@ class PointTrigger:
 
     def on_point(self, p: Point) -> None:
         if self.landing.landed:
-            # Points the recorder already held (log lines with earlier timestamps come in the
-            # same look) count as passed when they happened before the fault.
-            if p.t <= (self.landing.t_fault or 0):
+            # Seen after the fault: only a log line's own timestamp says it happened before
+            # (the other kinds carry when a look saw them, so the overshoot is a lower bound
+            # for them).
+            if p.kind == "log" and p.t <= (self.landing.t_fault or 0):
                 self.landing.seen.append(p.key)
             return
         self.landing.seen.append(p.key)

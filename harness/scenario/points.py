@@ -331,7 +331,7 @@ def fault_at_point(chaos: Chaos, operation: str, variant: str, point: str, kind:
     rec.stop()
     result.landing = trigger.landing.figures(reference)
     if trigger.landing.landed:
-        chaos.witness(f"point_hit:{point}", kind=kind, operation=operation, variant=variant,
+        chaos.witness(f"point_hit:{point}", fault=kind, operation=operation, variant=variant,
                       delay_ms=result.landing.get("delay_ms"))
     else:
         result.why = trigger.error or f"{point} was not seen before {operation} ended"
