@@ -26,6 +26,7 @@ first box (the disk images built through the layer). An earlier run of 3 each: p
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -57,14 +58,19 @@ OPS = ("open", "create", "read", "write", "flush", "fsync", "fsyncdir", "mkdir",
 ERRNOS = ("ENOSPC", "EIO", "EDQUOT", "EROFS", "EFBIG", "EACCES", "EPERM")
 
 
+@functools.cache
 def available() -> str | None:
-    """None when the layer can run here, else why not (a scenario skips saying so)."""
+    """None when the layer can run here, else why not (a scenario skips saying so). Asked
+    once per process."""
     if not Path("/dev/fuse").exists():
         return "no /dev/fuse"
     if not Path("/usr/bin/fusermount3").exists():
         return "fusermount3 missing (Debian package fuse3)"
-    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import pyfuse3, trio"], capture_output=True,
-                           text=True, timeout=30)
+    try:
+        probe = subprocess.run([SYSTEM_PYTHON, "-c", "import pyfuse3, trio"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{SYSTEM_PYTHON} cannot run: {exc}"
     if probe.returncode != 0:
         return f"{SYSTEM_PYTHON} cannot import pyfuse3 (Debian package python3-pyfuse3)"
     return None

@@ -17,13 +17,15 @@ import pytest
 
 from harness.common.errors import ArrangementError
 from harness.common.wait import wait_for
+from harness.faults.fuse import available
 from harness.faults.shim import box_tree
 from harness.judge import checks
 from harness.judge import storage_checks as sc
 from harness.scenario import storage as st
 from harness.scenario.steps import START_BOUND_S, create_box, end_judged_vm, start_with_fault
 
-pytestmark = pytest.mark.tier("init")
+pytestmark = [pytest.mark.tier("init"),
+              pytest.mark.skipif(available() is not None, reason=f"the FUSE layer: {available()}")]
 
 WAL = "db/boxlite.db-wal"
 # The disk images a fresh home's first start builds and renames into place (0.10.8, seen

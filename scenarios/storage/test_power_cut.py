@@ -20,13 +20,14 @@ import pytest
 from harness.common.errors import ArrangementError
 from harness.common.procs import Proc
 from harness.common.wait import wait_for
-from harness.faults.fuse import FuseLayer, power_cut
+from harness.faults.fuse import FuseLayer, available, power_cut
 from harness.faults.shim import box_tree
 from harness.judge import checks
 from harness.scenario import storage as st
 from harness.scenario.steps import START_BOUND_S, create_box
 
-pytestmark = pytest.mark.tier("init")
+pytestmark = [pytest.mark.tier("init"),
+              pytest.mark.skipif(available() is not None, reason=f"the FUSE layer: {available()}")]
 
 GATE = ["after_create", "start_shim_spawn", "after_remove"]
 NIGHTLY = ["start_disk_build", "after_stop"]
