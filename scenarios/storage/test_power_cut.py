@@ -3,11 +3,11 @@ power cut, harness/faults/fuse.py PowerCut): every process of the home stopped a
 once, what no fsync made durable since the checkpoint dropped (unsynced writes, and names no
 fsync of their folder made durable), and a fresh runtime on what a real disk would hold.
 Cut after an acknowledged create, during a start's disk build, at a start's shim spawn, after
-an acknowledged stop and after an acknowledged remove. Then: the store opens and passes its
-integrity check, no record is left in a transitional status, records and box folders agree,
-an acknowledged remove stays done (whether an acknowledged create is still there is
-noted), a new box
-reaches its shim spawn, and every box left can be removed.
+an acknowledged stop, after the runtime's answered shutdown and after an acknowledged remove.
+Then: the store opens and passes its integrity check, no record is left in a transitional
+status, records and box folders agree, an acknowledged remove stays done (whether an
+acknowledged create is still there is noted: no check says so yet), a new box reaches its
+shim spawn, and every box left can be removed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.tier("init"),
               pytest.mark.skipif(available() is not None, reason=f"the FUSE layer: {available()}")]
 
 GATE = ["after_create", "start_shim_spawn", "after_remove"]
-NIGHTLY = ["start_disk_build", "after_stop"]
+NIGHTLY = ["start_disk_build", "after_stop", "after_shutdown"]
 
 
 def home_procs(host: st.RuntimeHost, layer: FuseLayer, boxes: list[str]) -> list[Proc]:
@@ -87,7 +87,7 @@ def run_phase(chaos, storage, layer, host, phase: str) -> tuple[list[str], dict]
                  f"box {box}'s start to reach {phase}")
         if fut.done():
             raise ArrangementError(f"the start ended before {phase}: nothing to cut there")
-    elif phase == "after_stop":
+    elif phase in ("after_stop", "after_shutdown"):
         box = create_box(chaos, host, name="cut-stop", memory_mib=st.BOX_MEMORY_MIB)
         fut = host.send("start", box_id=box)
         wait_for(lambda: box_tree(layer.home, box) or fut.done(), START_BOUND_S,
@@ -95,8 +95,11 @@ def run_phase(chaos, storage, layer, host, phase: str) -> tuple[list[str], dict]
         if not box_tree(layer.home, box):
             raise ArrangementError("the start ended before its shim was seen: no stop to cut")
         layer.checkpoint()
-        _, err = st.try_op(host, "stop", box_id=box)
-        chaos.note(stop_error=err)
+        if phase == "after_stop":
+            _, err = st.try_op(host, "stop", box_id=box)
+        else:                           # the runtime's graceful shutdown, answered
+            _, err = st.try_op(host, "shutdown", timeout_s=60, grace_s=10)
+        chaos.note(**{f"{phase.removeprefix('after_')}_error": err})
     elif phase == "after_remove":
         box = create_box(chaos, host, name="cut-remove", memory_mib=st.BOX_MEMORY_MIB)
         layer.checkpoint()
