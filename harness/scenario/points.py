@@ -21,7 +21,7 @@ from typing import Any
 from harness.common.errors import HarnessError, HostError
 from harness.common.wait import Deadline, hold, wait_for
 from harness.faults.base import Fault
-from harness.faults.shim import box_tree, freeze_box, kill_shim, wait_for_vcpus
+from harness.faults.shim import Proc, box_tree, freeze_box, kill_shim, wait_for_vcpus
 from harness.judge import checks
 from harness.judge.verdict import Verdict
 from harness.observe.boxes import box_processes
@@ -58,6 +58,9 @@ class Run:
     box: str | None = None
     fut: Future | None = None
     hosts: list[RuntimeHost] = field(default_factory=list)
+    # The box's processes as the arrangement left them (pid + start time): a box fault still
+    # finds them once the operation removed shim.pid (stop, remove).
+    tree: list[Proc] | None = None
 
     @property
     def detach(self) -> bool:
@@ -91,7 +94,7 @@ def _in_connect_wait(run: Run) -> None:
     assert run.host is not None and run.box is not None
     run.chaos.note(background_start=run.box)
     run.start_fut = run.host.send("start", box_id=run.box)  # type: ignore[attr-defined]
-    wait_for_vcpus(run.home, run.box, 30.0)
+    run.tree = wait_for_vcpus(run.home, run.box, 30.0)
 
 
 def _host_died_in_connect_wait(run: Run) -> None:
@@ -284,7 +287,7 @@ def _fire(run: Run, kind: str, faults: list[Fault]) -> Callable[[], None]:
             host.signal(signal.SIGKILL if kind == "host_sigkill" else signal.SIGTERM)
             return
         assert run.box is not None
-        tree = box_tree(run.home, run.box)
+        tree = box_tree(run.home, run.box) or [p for p in run.tree or () if p.same()]
         if not tree:
             raise ProcessLookupError(f"box {run.box} has no shim running")
         faults.append(run.chaos.inject((kill_shim if kind == "shim_sigkill" else freeze_box)(
