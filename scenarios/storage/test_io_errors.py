@@ -117,6 +117,10 @@ def test_shim_copy_fails(chaos, storage):
              f"the shim of box {box} to be spawned, or its start to end")
     tree = box_tree(layer.home, box)
     if not st.witness_fired(chaos, fault, "start"):
+        if tree:                        # 0.9.4, 0.9.5 run the shim where it was unpacked
+            end_judged_vm(chaos, layer.home, box, tree, "spawned with no shim copy")
+            pytest.skip("this runtime copies no shim into the box folder: no write into its "
+                        "bin/ before the spawn")
         raise ArrangementError("no write into the box's bin/ during the start: the rule did "
                                "not land")
     if tree:
