@@ -441,3 +441,16 @@ def test_a_shutdown_that_never_ran_is_not_taken_for_a_lost_log():
     assert judge(held, "0.10.8", node, table, ["failed:start"]).verdict.status == UNKNOWN
     assert judge(held, "0.10.8", node, table,
                  ["failed:start", "shutdown_ran"]).outcome == FIXED
+
+
+def test_an_sdk_bug_covers_only_its_sdk(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text(GOOD_ENTRY + 'sdk = "node"\n')
+    (k,) = load_table(path)
+    bug = Verdict("record_failed[x]", VIOLATED, {"read": {"status": "configured"}}, "s")
+    assert judge(bug, "1.0.0", SCENARIO, [k], sdk="node").outcome == KNOWN
+    assert judge(bug, "1.0.0", SCENARIO, [k], sdk="python").outcome == FAIL
+    path.write_text(GOOD_ENTRY + 'sdk = "c"\n')
+    with pytest.raises(SetupError, match="malformed"):
+        load_table(path)
+    assert load_table()[0].sdk == ""

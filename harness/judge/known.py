@@ -207,14 +207,18 @@ class KnownFailure:
     excluding: tuple[str, ...] = ()     # check patterns the entry does not cover
     symptom: Symptom | None = None      # what a violation must show to be this bug
     witness: tuple[str, ...] = ()       # facts showing the bug's path ran (patterns, all needed)
+    sdk: str = ""                       # "python" | "node": an SDK's own bug; "" the core's
 
     def unwitnessed(self, facts: Iterable[str]) -> list[str]:
         """The witness patterns no observed fact matches."""
         seen = list(facts)
         return [w for w in self.witness if not any(wildcard(w, f) for f in seen)]
 
-    def applies(self, check_id: str, version: str, scenario: str) -> bool:
-        return (wildcard(self.check, check_id)
+    def applies(self, check_id: str, version: str, scenario: str, sdk: str = "") -> bool:
+        """Whether the entry covers `check_id` in `scenario` on `version` through `sdk` (an
+        entry naming an SDK covers that SDK's runs only; `sdk` "" matches any entry)."""
+        return ((not self.sdk or not sdk or self.sdk == sdk)
+                and wildcard(self.check, check_id)
                 and not any(wildcard(p, check_id) for p in self.excluding)
                 and any(wildcard(p, scenario) for p in self.scenarios)
                 and Version(version) in self.versions)
@@ -239,6 +243,16 @@ def _patterns(raw: Any) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
         raise TypeError(f"excluding must be a list of check patterns, not {raw!r}")
     return tuple(raw)
+
+
+SDKS = ("python", "node")
+
+
+def _sdk(raw: Any) -> str:
+    """An entry's SDK: "" (the core's bug, every SDK) or one of SDKS; TypeError else."""
+    if raw != "" and raw not in SDKS:
+        raise TypeError(f"sdk must be one of {SDKS}, not {raw!r}")
+    return raw
 
 
 def _names(raw: Any) -> tuple[str, ...]:
@@ -275,7 +289,7 @@ def load_table(path: Path = DEFAULT_TABLE) -> list[KnownFailure]:
                                     str(raw.get("measured", "")),
                                     _patterns(raw.get("excluding", [])),
                                     Symptom.parse(raw["symptom"]),
-                                    _names(raw.get("witness", []))))
+                                    _names(raw.get("witness", [])), _sdk(raw.get("sdk", ""))))
         except (KeyError, TypeError, AttributeError, InvalidSpecifier, re.error) as exc:
             raise SetupError(f"known-failures table {path}: entry {i} is malformed: {exc!r}") \
                 from exc
@@ -325,7 +339,7 @@ def facts_of(verdict: Verdict, witnessed: Iterable[str] = ()) -> list[str]:
 
 
 def judge(verdict: Verdict, version: str, scenario: str, table: list[KnownFailure],
-          witnessed: Iterable[str] = ()) -> Judgement:
+          witnessed: Iterable[str] = (), sdk: str = "") -> Judgement:
     """The outcome of `verdict` on runtime `version` in `scenario`.
 
     A violation is `known` when an entry covering its check shows its symptom (the first
@@ -333,8 +347,10 @@ def judge(verdict: Verdict, version: str, scenario: str, table: list[KnownFailur
     `fail` when none covers it. A holding check covered by a strict entry is `fixed` when
     that entry's witness is among `witnessed` (facts the scenario recorded) or the verdict's
     own `witnessed` evidence, and otherwise `unknown` (outcome fail), saying which witness is
-    missing; covered only by non-strict entries it is `unseen`."""
-    entries = [k for k in table if k.applies(verdict.check, version, scenario)]
+    missing; covered only by non-strict entries it is `unseen`. `sdk` is the SDK the runtime
+    was driven through ("python", "node"; "" when not known): an entry naming another SDK
+    does not cover it."""
+    entries = [k for k in table if k.applies(verdict.check, version, scenario, sdk)]
     kf = entries[0] if entries else None
     if verdict.status == UNKNOWN:
         return Judgement(verdict, FAIL, kf)

@@ -228,7 +228,8 @@ class Chaos:
     # -- judging --------------------------------------------------------------------------
     def judge(self, *verdicts: checks.Verdict) -> None:
         for v in verdicts:
-            j = judge(v, self.env.version, self.node_id, self.known, self.witnessed)
+            j = judge(v, self.env.version, self.node_id, self.known, self.witnessed,
+                      self.env.spec.sdk)
             self.judgements.append(j)
             self.history.append("verdict", **j.to_json())
 

@@ -125,8 +125,9 @@ class Tally:
         self.step = 0
 
     def judge(self, v: Verdict, subject: str) -> Judgement:
+        sdk = getattr(getattr(self.chaos.env, "spec", None), "sdk", "")
         j = judge(v, self.chaos.env.version, self.chaos.node_id, self.chaos.known,
-                  self.chaos.witnessed)
+                  self.chaos.witnessed, sdk)
         self.counts.setdefault(v.check, Counter())[j.outcome] += 1
         seen = (j.outcome, v.summary if j.outcome in (FAIL, KNOWN, UNEXPECTED) else "")
         if self.last.get((v.check, subject)) != seen:
