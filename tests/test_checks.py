@@ -25,8 +25,9 @@ from harness.observe.logs import timeout_evidence as parse_evidence
 from harness.observe.processes import ProcRecord
 from harness.observe.records import RecordRead, read_store, store_integrity, store_rows
 
-# Scripts run inside a runtime's virtualenv (they import boxlite): not part of the registry.
-NOT_IMPORTABLE_HERE = {"harness.runtime.host_main"}
+# Programs run by another interpreter: the host inside a runtime's virtualenv (it imports
+# boxlite), the FUSE layer by the system python (Debian's pyfuse3). Not part of the registry.
+NOT_IMPORTABLE_HERE = {"harness.runtime.host_main", "harness.faults.fuse_layer"}
 
 
 def import_every_harness_module() -> None:

@@ -346,6 +346,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         # The gates it starts inherit the environment: the nightly storage scenarios run
         # there (scenarios/storage/conftest.py skips them elsewhere).
         os.environ["BOXLITE_CHAOS_STORAGE_NIGHTLY"] = "1"
+        os.environ["BOXLITE_CHAOS_OPS_NIGHTLY"] = "1"
         args.hostile_examples = (NIGHTLY_HOSTILE_EXAMPLES if args.hostile_examples is None
                                  else args.hostile_examples)
         args.hostile_budget = (NIGHTLY_HOSTILE_BUDGET_S if args.hostile_budget is None
