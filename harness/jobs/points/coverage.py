@@ -27,7 +27,7 @@ BOX = ("shim_sigkill", "freeze")
 CONNECT_WAIT = "VM subprocess started successfully"
 TODAY: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("start", "plain", "Building image disk", HOST),
-    ("start", "plain", "create boxes/<box>/disks/disk.qcow2", HOST),
+    ("start", "plain", "boxes/<box>/disks/disk.qcow2", HOST),      # created by a rename
     ("start", "plain", "create boxes/<box>/shim.pid", HOST),
     ("start", "plain", "proc:spawn shim", BOX),
     ("start", "plain", CONNECT_WAIT, BOX + HOST),

@@ -187,7 +187,46 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="print how many faults each operation would land, and stop")
     r.add_argument("--report", help="report folder (default reports/points-<time>)")
     r.set_defaults(fn=cmd_run)
+    c = sub.add_parser("coverage", help="rebuild a sweep folder's coverage page from its "
+                       "points.jsonl (a sweep cut short, or a newer mapping of today's faults)")
+    c.add_argument("report", help="a reports/points-<time> folder")
+    c.add_argument("--wall-s", type=float, help="the sweep's wall time, if known")
+    c.set_defaults(fn=cmd_coverage)
     return p
+
+
+def write_coverage(report: Path, version: str, results: list[dict[str, Any]], wall_s: float,
+                   quick: bool = False) -> dict[str, Any]:
+    """coverage.json and coverage.html in `report`, over every committed list of `version`."""
+    lists = {(op, v): reference(version, op, v) for op in OPERATIONS for v in VARIANTS
+             if points_path(FIXTURES, version, op).is_file()}
+    cov = coverage(version, lists, results, wall_s, quick=quick)
+    (report / "coverage.json").write_text(json.dumps(cov, indent=1, default=str) + "\n")
+    write_page(cov, report / "coverage.html")
+    return cov
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    report = Path(args.report)
+    path = report / "points.jsonl"
+    if not path.is_file():
+        raise SetupError(f"{report} holds no points.jsonl; is it a `points run` folder?")
+    results = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    old = report / "coverage.json"
+    version = json.loads(old.read_text())["version"] if old.is_file() else None
+    if version is None:
+        raise SetupError(f"{report} holds no coverage.json naming its release")
+    wall = args.wall_s if args.wall_s is not None else json.loads(old.read_text())["wall_s"]
+    cov = write_coverage(report, version, results, wall)
+    _print_rows(cov)
+    return 0
+
+
+def _print_rows(cov: dict[str, Any]) -> None:
+    for row in cov["operations"]:
+        print(f"{row['operation']} [{row['variant']}]: {row['discovered']} points; before "
+              f"{row['before']['points']}, after {row['after']['points']} faulted; "
+              f"verdicts {row['after']['outcomes']}; never reached {len(row['never_reached'])}")
 
 
 def _folder(arg: str) -> Path:
@@ -262,15 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(todo)} faults to land on {s.env.version}")
         results = sweep(s, todo, report, budget_s=args.budget_s)
         wall = time.monotonic() - t0
-        lists = {(op, v): reference(s.env.version, op, v)
-                 for op in ops for v in variants
-                 if points_path(FIXTURES, s.env.version, op).is_file()}
-        cov = coverage(s.env.version, lists, results, wall, quick=args.quick)
-    (report / "coverage.json").write_text(json.dumps(cov, indent=1, default=str) + "\n")
-    page = write_page(cov, report / "coverage.html")
-    for row in cov["operations"]:
-        print(f"{row['operation']} [{row['variant']}]: {row['discovered']} points; before "
-              f"{row['before']['points']}, after {row['after']['points']} faulted; "
-              f"verdicts {row['after']['outcomes']}; never reached {len(row['never_reached'])}")
-    print(f"sweep wall time {wall:.0f} s; {page}")
+        cov = write_coverage(report, s.env.version, results, wall, quick=args.quick)
+    _print_rows(cov)
+    print(f"sweep wall time {wall:.0f} s; {report / 'coverage.html'}")
     return 1 if any(r["outcome"] in ("fail", "unknown") for r in results) else 0
