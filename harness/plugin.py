@@ -149,6 +149,9 @@ def record_run(config: pytest.Config) -> None:
 ESTIMATES = "bxc_estimates"
 
 
+_ESTIMATES_KEY = pytest.StashKey[dict]()
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist, on the controller: with worksteal (the order matters only to its initial
@@ -156,7 +159,13 @@ def pytest_configure_node(node: Any) -> None:
     config = node.config
     if (config.getoption("dist", "no") == "worksteal"
             and config.getoption("--chaos-order") == "longest-first"):
-        node.workerinput[ESTIMATES] = schedule.load_estimates()
+        # Read once per run: a table read per worker changes under a run beside this one
+        # that records its durations, and workers ordering their collections from different
+        # tables stop the run ("Different tests were collected between gw0 and gw3": a 0.9.7
+        # matrix column, 2026-12-06).
+        if _ESTIMATES_KEY not in config.stash:
+            config.stash[_ESTIMATES_KEY] = schedule.load_estimates()
+        node.workerinput[ESTIMATES] = config.stash[_ESTIMATES_KEY]
 
 
 @pytest.hookimpl(trylast=True)

@@ -145,3 +145,23 @@ def test_a_real_worksteal_run_starts_every_worker_on_a_long_one(tmp_path):
         worker, name = line.split()
         first.setdefault(worker, name)
     assert sorted(first.values()) == ["long1", "long2"], log.read_text()
+
+
+def test_every_worker_orders_from_one_table_even_when_the_cache_changes(monkeypatch):
+    """The controller reads the estimates once per run: a run beside it that records its
+    durations between two workers' start must not give them different orders (xdist stops
+    a run whose workers collected differently)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from harness import plugin
+    tables = iter([{"a": 1.0}, {"a": 99.0}])
+    monkeypatch.setattr(plugin.schedule, "load_estimates", lambda: next(tables))
+    config = SimpleNamespace(stash=pytest.Stash(), getoption=lambda name, default=None: {
+        "dist": "worksteal", "--chaos-order": "longest-first"}.get(name, default))
+    nodes = [SimpleNamespace(config=config, workerinput={}) for _ in range(2)]
+    for node in nodes:
+        plugin.pytest_configure_node(node)
+    assert nodes[0].workerinput[plugin.ESTIMATES] == nodes[1].workerinput[plugin.ESTIMATES] \
+        == {"a": 1.0}
