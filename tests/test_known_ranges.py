@@ -68,3 +68,16 @@ def test_each_entry_is_named_by_a_violation_in_its_matrix(entry):
             if r["cells"][v] in VIOLATIONS and first is entry:
                 return
     pytest.fail(f"{entry.id}: no violation in {entry.measured} is explained by it")
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(PROJECT))
+                                        for p in (PROJECT / "fixtures" / "matrix").glob("*.json")))
+def test_no_committed_matrix_shows_a_violation_unlike_its_symptom(path):
+    """Every committed matrix summary, partial ones included (the symptom matrix of
+    2026-12-06 over 0.9.4, 0.9.5, 0.9.7, 0.10.0): no cell where a violation did not show the
+    symptom of the entry that covers it, once judged again against today's table."""
+    ran, rows = _rows(path)
+    wrong = [f"{v}: {r['scenario']} {r['check']}" for r in rows for v in ran
+             if against_table(r["cells"][v], r["check"], r.get("judged_as") or v,
+                              r["scenario"], TABLE) == UNEXPECTED]
+    assert not wrong, "\n".join(wrong[:40])

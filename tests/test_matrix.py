@@ -318,3 +318,21 @@ def test_rejudge_reads_the_folders_back_against_todays_table(tmp_path, monkeypat
         {"0.9.5": KNOWN, "0.10.8": HOLDS, "0.9.0": UNKNOWN}]
     with pytest.raises(SetupError, match="no readable matrix.json"):
         run.rebuild_matrix(tmp_path / "0.9.5")
+
+
+def test_a_matrix_judged_again_reads_each_violation_against_todays_symptoms():
+    """rejudge_violations: a violation recorded `known` whose evidence does not show the
+    symptom today is `unexpected`; one recorded `fail` that an entry's symptom now explains
+    is `known`; holding verdicts are kept as they were."""
+    from harness.jobs.matrix.grid import rejudge_violations
+    from harness.judge.known import Symptom
+    table = [KnownFailure("e1", STORE, SpecifierSet("==0.10.8"), ("*",), "why", "seen",
+                          symptom=Symptom.parse({"read.status": "configured"}))]
+    shows = {**j(STORE, "violated", "fail"), "evidence": {"read": {"status": "configured"}}}
+    other = {**j(STORE, "violated", "known"), "evidence": {"read": {"status": "stopped"}}}
+    held = j(STORE, "holds", "fixed")
+    for judgement, outcome in ((shows, "known"), (other, "unexpected"), (held, "fixed")):
+        again = rejudge_violations(res(A, judgement), "0.10.8", "python", table)
+        assert again["judgements"][0]["outcome"] == outcome
+    assert cell_of(rejudge_violations(res(A, other), "0.10.8", "python", table),
+                   STORE) == "unexpected"

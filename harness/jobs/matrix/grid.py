@@ -19,8 +19,16 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from harness.jobs.matrix.releases import covered, span_specifier, spans
-from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED
-from harness.judge.known import FIXED, KNOWN, UNEXPECTED, UNSEEN, KnownFailure, wildcard
+from harness.judge.checks import HOLDS, UNKNOWN, VIOLATED, Verdict
+from harness.judge.known import (
+    FIXED,
+    KNOWN,
+    UNEXPECTED,
+    UNSEEN,
+    KnownFailure,
+    judge,
+    wildcard,
+)
 
 ABSENT, NOT_RUN, SKIPPED = "absent", "not run", "skipped"
 CELLS = (HOLDS, VIOLATED, UNEXPECTED, KNOWN, FIXED, UNSEEN, UNKNOWN, ABSENT, SKIPPED, NOT_RUN)
@@ -70,6 +78,24 @@ def cell_of(result: dict[str, Any] | None, check: str) -> str:
             words.append(outcome if outcome in (FIXED, UNSEEN) else HOLDS)
     order = (UNKNOWN, VIOLATED, UNEXPECTED, FIXED, KNOWN, UNSEEN, HOLDS)
     return min(words, key=order.index)
+
+
+def rejudge_violations(result: dict[str, Any], version: str, sdk: str,
+                       table: list[KnownFailure]) -> dict[str, Any]:
+    """One scenario's result with each violated judgement judged again against `table`,
+    symptoms included (results keep every verdict's evidence): `known` when an entry's
+    symptom shows, `unexpected` when entries cover the check but none shows, `fail` when none
+    covers it. Holding and unknown judgements are kept (a witness is not in the results)."""
+    out = []
+    for j in result.get("judgements", []):
+        if j.get("status") == VIOLATED:
+            again = judge(Verdict(j["check"], VIOLATED, j.get("evidence") or {},
+                                  j.get("summary", "")), version, result.get("nodeid", ""),
+                          table, sdk=sdk).to_json()
+            j = {**j, "outcome": again["outcome"], "known_failure": again["known_failure"],
+                 "symptom_mismatch": again.get("symptom_mismatch", [])}
+        out.append(j)
+    return {**result, "judgements": out}
 
 
 def judged_version(column: Column, nodeid: str) -> str:

@@ -36,6 +36,8 @@ from harness.jobs.matrix.grid import (
     build_grid,
     cell_of,
     gate_word,
+    judged_version,
+    rejudge_violations,
     render_grid,
 )
 from harness.jobs.matrix.releases import order_specs, release_specs, version_of
@@ -177,7 +179,8 @@ def run_matrix(args: argparse.Namespace, folder: Path, seed: int) -> int:
 
 def rebuild_matrix(folder: Path) -> dict[str, Any]:
     """Judge a finished matrix folder again against today's known-failures table, without
-    running anything: each runtime's results are read back from its gate folder, its exit
+    running anything: each runtime's results are read back from its gate folder (each
+    violation judged again, symptoms included: grid.rejudge_violations), its exit
     and reason from the matrix.json written at the time. Rewrites the matrix files and returns
     the data. Raises SetupError when `folder` holds no matrix.json or a gate folder that
     judged holds no readable results."""
@@ -187,6 +190,7 @@ def rebuild_matrix(folder: Path) -> dict[str, Any]:
         raise SetupError(f"{folder} holds no readable matrix.json ({exc}); is it a matrix "
                          "folder?") from exc
     columns = []
+    table = load_table()
     for r in old.get("runtimes", []):
         col = Column(r["spec"], r["version"], unknown=r.get("unknown") or "",
                      exit_code=r.get("exit_code"), wall_s=r.get("wall_s"))
@@ -195,8 +199,12 @@ def rebuild_matrix(folder: Path) -> dict[str, Any]:
                 col.results = read_run(folder / _folder_name(r["spec"]))
             except HarnessError as exc:
                 raise SetupError(f"matrix {folder}: {r['spec']}: {exc}") from exc
+            # Violations are judged again with today's symptoms: their evidence is kept.
+            sdk = RuntimeSpec.parse(col.spec).sdk
+            col.results = {nid: rejudge_violations(res, judged_version(col, nid), sdk, table)
+                           for nid, res in col.results.items()}
         columns.append(col)
-    data = build_grid(columns, load_table())
+    data = build_grid(columns, table)
     for key in ("seed", "hostile_examples", "hostile_budget_s", "wall_s", "started", "machine"):
         data[key] = old.get(key)
     write_matrix(folder, data, folder.name)
