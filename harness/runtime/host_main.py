@@ -61,7 +61,27 @@ def info_dict(info) -> dict:
 
 BOX_OPTION_FIELDS = ("image", "rootfs_path", "cpus", "memory_mib", "disk_size_gb", "working_dir",
                      "env", "volumes", "ports", "auto_remove", "detach", "entrypoint", "cmd",
-                     "user", "auto_stop", "auto_delete", "auto_resume")
+                     "user", "auto_stop", "auto_delete", "auto_resume", "network", "tty",
+                     "advanced", "secrets")
+# JSON shapes of the option fields whose SDK type is a class: a dict (or, for secrets, a list
+# of dicts) becomes that class, keyword for keyword, so an unknown key is refused by the SDK
+# itself; any other value goes to BoxOptions as it is, for the SDK to judge.
+_OPTION_CLASSES = {"network": ("NetworkSpec", {"outbound": "OutboundNetworkSpec",
+                                               "inbound": "InboundNetworkSpec"}),
+                   "advanced": ("AdvancedBoxOptions", {"security": "SecurityOptions",
+                                                       "health_check": "HealthCheckOptions"}),
+                   "secrets": ("Secret", {})}
+
+
+def _sdk_object(key: str, value):
+    cls, nested = _OPTION_CLASSES[key]
+    if key == "secrets" and isinstance(value, list):
+        return [_sdk_object(key, v) if isinstance(v, dict) else v for v in value]
+    if not isinstance(value, dict):
+        return value
+    kw = {k: (getattr(boxlite, nested[k])(**v) if k in nested and isinstance(v, dict) else v)
+          for k, v in value.items()}
+    return getattr(boxlite, cls)(**kw)
 # Not a BoxOptions field: `sdk_defaults: true` leaves every unset option to the SDK, as a user
 # gets it (auto_remove included), instead of forcing auto_remove=False.
 SDK_DEFAULTS = "sdk_defaults"
@@ -77,6 +97,9 @@ def box_options(raw: dict) -> boxlite.BoxOptions:
     for key in ("env", "volumes", "ports"):
         if key in kwargs:
             kwargs[key] = [tuple(x) if isinstance(x, list) else x for x in kwargs[key]]
+    for key in _OPTION_CLASSES:
+        if key in kwargs:
+            kwargs[key] = _sdk_object(key, kwargs[key])
     if not sdk_defaults:
         # The SDK default would remove the record on stop, hiding the thing under test.
         kwargs.setdefault("auto_remove", False)
