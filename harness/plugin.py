@@ -27,6 +27,7 @@ from harness.common.errors import HarnessError
 from harness.common.paths import cache_root
 from harness.judge.known import load_table
 from harness.observe.processes import become_subreaper
+from harness.runtime.host import FlavourRefused
 from harness.runtime.image import busybox_image
 from harness.runtime.spec import DEFAULT_SPEC, ensure_runtime, ready_runtime
 from harness.scenario.context import Chaos, ScenarioFailed
@@ -325,15 +326,42 @@ def pytest_runtest_call(item: pytest.Item):
     return result
 
 
+def flavour_refused(call: pytest.CallInfo) -> FlavourRefused | None:
+    """The FlavourRefused a phase ended in (raised, or the cause or context of what was
+    raised), or None."""
+    exc = call.excinfo.value if call.excinfo is not None else None
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, FlavourRefused):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def skip_refused(item: pytest.Item, rep: pytest.TestReport, refused: FlavourRefused) -> None:
+    """Make `rep` a skip that carries the refusal: the scenario needs a host flavour this
+    runtime's SDK does not have (a Python-only mechanism in Node), which says nothing about
+    the runtime, so it is neither a red nor an `unknown`."""
+    _, lineno, _ = item.location
+    rep.outcome = "skipped"
+    rep.longrepr = (str(item.path), (lineno or 0) + 1, f"Skipped: flavour refused: {refused}")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     rep = yield
+    refused = flavour_refused(call) if rep.failed else None
+    if refused is not None:
+        skip_refused(item, rep, refused)
     ctx = item.stash.get(world_key, None)
-    if ctx is not None and ctx.ready and rep.when == "call":
+    if ctx is not None and ctx.ready and (rep.when == "call" or refused is not None):
         if rep.failed:
             ctx.keep_artifacts()
         line = stopping.result_line(ctx.result(rep.outcome, rep.duration), call,
                                     rep.duration, ctx.history)
+        if refused is not None:
+            line["skipped"] = f"flavour refused: {refused}"
         try:
             ctx.history.append("meta", event="outcome", outcome=line["outcome"],
                                duration_s=round(rep.duration, 3))
