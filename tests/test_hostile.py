@@ -123,6 +123,70 @@ for _w in ("entrypoint", "cmd"):
 CLAIMS.update({f"image.{v}": (lambda c, v=v: one(c, "rootfs_path").startswith(f"@image/{v}/"))
                for v in strategies.IMAGE_VARIANTS})
 
+
+
+def _not_u32(v: object) -> bool:
+    return isinstance(v, int) and not 0 <= v < 2**32
+
+
+def _malformed(v: object, right: type) -> bool:
+    """Not a value of the field's own type (bool counts as int, as the SDK takes it)."""
+    return not isinstance(v, right) or (right is int and isinstance(v, float))
+
+
+def _spec_modes(n: dict) -> list:
+    return [n.get("mode"), *(n[k].get("mode") for k in ("outbound", "inbound")
+                             if isinstance(n.get(k), dict))]
+
+
+# The keyword arguments of AdvancedBoxOptions, SecurityOptions, HealthCheckOptions (0.10.8).
+_ADVANCED = {"capabilities": set(),
+             "security": {"jailer_enabled", "seccomp_enabled", "max_open_files",
+                          "max_file_size", "max_processes", "max_memory", "max_cpu_time",
+                          "network_enabled", "close_fds"},
+             "health_check": {"interval", "timeout", "retries", "start_period"}}
+CLAIMS.update({
+    "network.malformed": lambda c: not isinstance(one(c, "network"), dict),
+    "network.unknown_mode": lambda c: any(m not in (None, "enabled", "disabled")
+                                          for m in _spec_modes(one(c, "network"))),
+    "network.unknown_key": lambda c: bool(
+        set(one(c, "network")) - {"mode", "allow_net", "outbound", "inbound"}
+        or set(one(c, "network").get("outbound", {})) - {"mode", "allow_net"}),
+    "network.allow_net_odd": lambda c: any(
+        one(c, "network").get(k, {}).get("allow_net") for k in ("outbound", "inbound")),
+    "network.disabled": lambda c: set(_spec_modes(one(c, "network"))) <= {None, "disabled"},
+    "tty.malformed": lambda c: not isinstance(one(c, "tty"), bool),
+    "tty.no_command": lambda c: one(c, "tty") is True
+    and not any(x for x in [*c.options.get("entrypoint", []), *c.options.get("cmd", [])]),
+    "advanced.malformed": lambda c: not isinstance(one(c, "advanced"), dict) or any(
+        not isinstance(v, dict) for v in one(c, "advanced").values()),
+    "advanced.unknown_key": lambda c: any(
+        k not in _ADVANCED or isinstance(v, dict) and set(v) - _ADVANCED[k]
+        for k, v in one(c, "advanced").items()),
+    "advanced.out_of_range": lambda c: any(
+        x == 0 or _not_u32(x) for v in one(c, "advanced").values() for x in v.values()),
+    "secrets.malformed": lambda c: not isinstance(one(c, "secrets"), list) or any(
+        not isinstance(s, dict) or not isinstance(s.get("value"), str)
+        for s in one(c, "secrets")),
+    "secrets.odd_name": lambda c: len(one(c, "secrets")) == 1,
+    "secrets.odd_value": lambda c: len(one(c, "secrets")) == 1,
+    "secrets.odd_hosts": lambda c: bool(one(c, "secrets")[0]["hosts"]),
+    "secrets.duplicate_name": lambda c: len({s["name"] for s in one(c, "secrets")}) == 1
+    and len(one(c, "secrets")) == 2,
+    "secrets.many": lambda c: len(one(c, "secrets")) >= 100,
+    "auto_resume.malformed": lambda c: not isinstance(one(c, "auto_resume"), bool),
+    "lifecycle.combo": lambda c: c.options.get("sdk_defaults") is True
+    and not c.options.get("detach"),
+    "lifecycle.combo_detached": lambda c: c.options.get("sdk_defaults") is True
+    and c.options["detach"] is True,
+})
+for _f in ("auto_stop", "auto_delete"):
+    CLAIMS.update({
+        f"{_f}.malformed": lambda c, f=_f: _malformed(one(c, f), int),
+        f"{_f}.out_of_range": lambda c, f=_f: _not_u32(one(c, f)),
+        f"{_f}.edge": lambda c, f=_f: one(c, f) in (0, 1, 2**32 - 1),
+    })
+
 ALL_KINDS = [(f, k) for f in strategies.FAMILIES for k in strategies.kinds(f)]
 
 

@@ -66,6 +66,11 @@ SHARD_KINDS: dict[str, dict[str, tuple[str, ...]]] = {
                "metadata": ("image.index_*", "image.manifest_*", "image.config_*",
                             "image.diff_id_wrong"),
                "layers": ("image.layer_*",)},
+    "options": {"network": ("network.*",),
+                "tty_advanced": ("tty.*", "advanced.*"),
+                "secrets": ("secrets.*",)},
+    "lifecycle": {"fields": ("auto_*",),
+                  "combos": ("lifecycle.*",)},
 }
 
 
@@ -279,6 +284,39 @@ def _canon() -> dict[str, dict[str, HostileCase]]:
             c("resources", "disk.tiny", options={"disk_size_gb": 1}),
             c("resources", "disk.huge", options={"disk_size_gb": 2**20}),
             c("resources", "disk.overflow", options={"disk_size_gb": -1})]),
+        "options": dict([
+            c("options", "network.malformed", options={"network": "none"}),
+            c("options", "network.unknown_mode", options={"network": {"mode": "bridge"}}),
+            c("options", "network.unknown_key", options={"network": {"bogus": 1}}),
+            c("options", "network.allow_net_odd", options={"network": {
+                "outbound": {"mode": "enabled", "allow_net": ["", "*", "a\x00b"]}}}),
+            c("options", "network.disabled", options={"network": {"mode": "disabled"}}),
+            c("options", "tty.malformed", options={"tty": "yes"}),
+            c("options", "tty.no_command", options={"tty": True, "entrypoint": [], "cmd": []}),
+            c("options", "advanced.malformed", options={"advanced": {"security": "strict"}}),
+            c("options", "advanced.unknown_key", options={"advanced": {"bogus": True}}),
+            c("options", "advanced.out_of_range",
+              options={"advanced": {"health_check": {"interval": 0}}}),
+            c("options", "secrets.malformed", options={"secrets": {"a": "b"}}),
+            c("options", "secrets.odd_name", options={"secrets": [{"name": "", "value": "v"}]}),
+            c("options", "secrets.odd_value",
+              options={"secrets": [{"name": "k", "value": "a\x00" + "v" * 65_536}]}),
+            c("options", "secrets.odd_hosts",
+              options={"secrets": [{"name": "k", "value": "v", "hosts": ["", "*"]}]}),
+            c("options", "secrets.duplicate_name", options={"secrets": [
+                {"name": "k", "value": "1"}, {"name": "k", "value": "2"}]}),
+            c("options", "secrets.many",
+              options={"secrets": [{"name": f"s{i}", "value": "v"} for i in range(1000)]})]),
+        "lifecycle": dict(
+            [c("lifecycle", f"{k}.{what}", options={k: v}) for k in ("auto_stop", "auto_delete")
+             for what, v in (("malformed", "60"), ("out_of_range", -1), ("edge", 0))]
+            + [c("lifecycle", "auto_resume.malformed", options={"auto_resume": "yes"}),
+               # The SDK's own defaults, every flag unset.
+               c("lifecycle", "lifecycle.combo", options={"sdk_defaults": True}),
+               # Everything a user can turn on at once, on a box that outlives its creator.
+               c("lifecycle", "lifecycle.combo_detached", options={
+                   "auto_remove": True, "auto_delete": 0, "auto_stop": 0, "auto_resume": True,
+                   "detach": True, "sdk_defaults": True})]),
         "images": dict(c("images", f"image.{v}", options={"rootfs_path": f"@image/{v}/0/0.5000"})
                        for v in IMAGE_VARIANTS),
     }

@@ -351,9 +351,120 @@ def _images() -> dict[str, st.SearchStrategy[HostileCase]]:
         for v in IMAGE_VARIANTS}
 
 
+# A value of the wrong JSON type for a field, whatever the field wants.
+MALFORMED = st.sampled_from(["", "x", "true", "10s", 1.5, [], {}, [1], -0.0])
+NOT_A_DICT = MALFORMED.filter(lambda v: not isinstance(v, dict))
+# Field values beyond u32 (the SDK's type of auto_stop and auto_delete, 0.10.8) either way.
+BEYOND_U32 = st.one_of(st.integers(2**32, 2**70), st.integers(-(2**63), -1))
+ODD_TEXT = st.one_of(
+    st.sampled_from(["", " ", "*", "a b", "<>", "${X}", "\n", "<BOXLITE_SECRET:x>", ".."]),
+    with_nul(WORD), sized(WORD, 4097, 65_536), st.text(UNICODE, min_size=1, max_size=24))
+
+
+def _options() -> dict[str, st.SearchStrategy[HostileCase]]:
+    """network, tty, advanced and secrets: the fields whose SDK type is a class (0.10.x),
+    given in the JSON shapes the host program turns into NetworkSpec, AdvancedBoxOptions and
+    Secret keyword for keyword (harness/runtime/host_main.py)."""
+    f = "options"
+    mode = st.one_of(st.sampled_from(["", "none", "bridge", "host", "ENABLED", "Disabled",
+                                      "enabled ", "on"]), st.text(UNICODE, max_size=12))
+    spec = st.fixed_dictionaries({"mode": mode, "allow_net": st.just([])})
+    wellformed_secret = st.fixed_dictionaries({"name": WORD, "value": fake("sha256")})
+    return {
+        "network.malformed": opt(f, "network.malformed", "network", st.one_of(
+            NOT_A_DICT, st.sampled_from(["none", "enabled", "host", 1, True]))),
+        "network.unknown_mode": opt(f, "network.unknown_mode", "network", st.one_of(
+            mode.map(lambda m: {"mode": m}), spec.map(lambda o: {"outbound": o}),
+            spec.map(lambda i: {"inbound": i}))),
+        "network.unknown_key": opt(f, "network.unknown_key", "network", st.one_of(
+            WORD.map(lambda k: {f"x_{k}": 1}),
+            WORD.map(lambda k: {"outbound": {"mode": "enabled", "allow_net": [], k: 1}}))),
+        "network.allow_net_odd": opt(f, "network.allow_net_odd", "network", st.one_of(
+            st.lists(ODD_TEXT, min_size=1, max_size=4).map(
+                lambda a: {"outbound": {"mode": "enabled", "allow_net": a}}),
+            # documented: no layer enforces an inbound allowlist, so one is refused
+            st.lists(WORD, min_size=1, max_size=3).map(
+                lambda a: {"inbound": {"mode": "enabled", "allow_net": a}}))),
+        "network.disabled": opt(f, "network.disabled", "network", st.sampled_from([
+            {"mode": "disabled"}, {"outbound": {"mode": "disabled", "allow_net": []}},
+            {"outbound": {"mode": "disabled", "allow_net": []},
+             "inbound": {"mode": "disabled", "allow_net": []}}])),
+        "tty.malformed": opt(f, "tty.malformed", "tty", st.one_of(
+            MALFORMED, st.sampled_from([1, 0, "yes"]))),
+        # A terminal for a main command that is not there.
+        "tty.no_command": st.sampled_from([{}, {"cmd": []}, {"entrypoint": []},
+                                           {"entrypoint": [], "cmd": []},
+                                           {"cmd": [""]}]).map(
+            lambda o: HostileCase(f, "tty.no_command", {"tty": True, **o})),
+        "advanced.malformed": opt(f, "advanced.malformed", "advanced", st.one_of(
+            NOT_A_DICT, st.sampled_from([{"security": "strict"}, {"capabilities": "ALL"},
+                                        {"health_check": 30}, {"security": []}]))),
+        "advanced.unknown_key": opt(f, "advanced.unknown_key", "advanced", st.one_of(
+            WORD.map(lambda k: {f"x_{k}": True}),
+            WORD.map(lambda k: {"security": {f"x_{k}": 1}}),
+            WORD.map(lambda k: {"health_check": {f"x_{k}": 1}}))),
+        "advanced.out_of_range": opt(f, "advanced.out_of_range", "advanced", st.one_of(
+            st.tuples(st.sampled_from(["max_open_files", "max_file_size", "max_processes",
+                                       "max_memory", "max_cpu_time"]),
+                      st.one_of(st.just(0), BEYOND_U32)).map(
+                lambda t: {"security": {t[0]: t[1]}}),
+            st.tuples(st.sampled_from(["interval", "timeout", "retries", "start_period"]),
+                      st.one_of(st.just(0), BEYOND_U32)).map(
+                lambda t: {"health_check": {t[0]: t[1]}}))),
+        "secrets.malformed": opt(f, "secrets.malformed", "secrets", st.one_of(
+            MALFORMED.filter(lambda v: v != []),
+            st.sampled_from([[["a", "b"]], {"a": "b"}, [{"name": "a"}], [1],
+                             [{"name": "a", "value": 1}]]))),
+        "secrets.odd_name": opt(f, "secrets.odd_name", "secrets", st.tuples(
+            ODD_TEXT, fake("sha256")).map(lambda t: [{"name": t[0], "value": t[1]}])),
+        "secrets.odd_value": opt(f, "secrets.odd_value", "secrets", st.tuples(
+            WORD, ODD_TEXT).map(lambda t: [{"name": t[0], "value": t[1]}])),
+        "secrets.odd_hosts": opt(f, "secrets.odd_hosts", "secrets", st.tuples(
+            WORD, st.lists(ODD_TEXT, min_size=1, max_size=4)).map(
+            lambda t: [{"name": t[0], "value": "v", "hosts": t[1]}])),
+        "secrets.duplicate_name": opt(f, "secrets.duplicate_name", "secrets",
+                                      st.tuples(wellformed_secret, fake("sha256")).map(
+            lambda t: [t[0], {**t[0], "value": t[1]}])),
+        "secrets.many": opt(f, "secrets.many", "secrets", st.integers(100, 2000).map(
+            lambda n: [{"name": f"s{i}", "value": "v"} for i in range(n)])),
+    }
+
+
+# The lifecycle flags as a user sets them: `sdk_defaults` leaves what a case does not set
+# to the SDK (auto_remove included; the host program otherwise forces auto_remove=False).
+UNSET = None
+LIFECYCLE_VALUES = {"auto_remove": (UNSET, True, False), "auto_delete": (UNSET, 0, 1, 3600),
+                    "auto_stop": (UNSET, 0, 1, 3600), "auto_resume": (UNSET, True, False),
+                    "detach": (UNSET, True, False)}
+
+
+def _lifecycle() -> dict[str, st.SearchStrategy[HostileCase]]:
+    """auto_stop and auto_delete (u32 seconds in 0.10.8's SDK), auto_resume (bool), and
+    combinations of all the lifecycle flags with detach, under the SDK's defaults."""
+    f = "lifecycle"
+    combo = st.fixed_dictionaries({k: st.sampled_from(v) for k, v in
+                                   LIFECYCLE_VALUES.items()})
+    out = {}
+    for key in ("auto_stop", "auto_delete"):
+        out[f"{key}.malformed"] = opt(f, f"{key}.malformed", key, st.one_of(
+            MALFORMED, st.just("60")))
+        out[f"{key}.out_of_range"] = opt(f, f"{key}.out_of_range", key, BEYOND_U32)
+        out[f"{key}.edge"] = opt(f, f"{key}.edge", key, st.sampled_from([0, 1, 2**32 - 1]))
+    out["auto_resume.malformed"] = opt(f, "auto_resume.malformed", "auto_resume", st.one_of(
+        MALFORMED, st.sampled_from([1, 0, "yes"])))
+    # Two kinds, so combinations get a fair share of the draws and detached ones a name.
+    out["lifecycle.combo"] = combo.filter(lambda c: not c["detach"]).map(
+        lambda c: HostileCase(f, "lifecycle.combo", {**c, "sdk_defaults": True}))
+    out["lifecycle.combo_detached"] = combo.map(lambda c: HostileCase(
+        f, "lifecycle.combo_detached", {**c, "detach": True, "sdk_defaults": True}))
+    return out
+
+
 KINDS: dict[str, Callable[[], dict[str, st.SearchStrategy[HostileCase]]]] = {
     "names": _names, "env": _env, "process": _process, "volumes": _volumes,
     "ports": _ports, "resources": _resources, "images": _images,
+    # Appended: a family's seed is the run's plus its index here.
+    "options": _options, "lifecycle": _lifecycle,
 }
 FAMILIES = tuple(KINDS)
 
