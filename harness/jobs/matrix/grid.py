@@ -280,6 +280,7 @@ def render_grid(data: dict[str, Any]) -> str:
                             if e["violated_unclaimed"] else ""))
     s = data["summary"]
     lines.append(f"{s['runtimes']} runtimes, {s['green']} green; {s['rows']} scenario checks, "
-                 f"{s['changing_rows']} not the same on every runtime; {s['untabled_rows']} "
+                 f"{s['changing_rows']} shown (not the same on every runtime, or violated on one); "
+                 f"{s['untabled_rows']} "
                  "violated where no table entry names the release")
     return "\n".join(lines)
