@@ -75,8 +75,10 @@ _OPTION_CLASSES = {"network": ("NetworkSpec", {"outbound": "OutboundNetworkSpec"
 
 def _sdk_object(key: str, value):
     cls, nested = _OPTION_CLASSES[key]
-    if key == "secrets" and isinstance(value, list):
-        return [_sdk_object(key, v) if isinstance(v, dict) else v for v in value]
+    if key == "secrets":        # a list of Secret: a dict inside the list is one
+        if not isinstance(value, list):
+            return value
+        return [getattr(boxlite, cls)(**v) if isinstance(v, dict) else v for v in value]
     if not isinstance(value, dict):
         return value
     kw = {k: (getattr(boxlite, nested[k])(**v) if k in nested and isinstance(v, dict) else v)
