@@ -17,8 +17,14 @@ failed, and the next runtime's recovery deletes record and folder ("Removing eph
 (remove-on-stop) box during recovery"): the known failure
 failed-remove-on-stop-box-deleted-at-recovery.
 
-The gate runs the SDK's defaults with the host exiting; BOXLITE_CHAOS_OPS_NIGHTLY=1 runs every
-variant and ending.
+The shutdown and recovery families under the same options: a failed box beside boxes still
+starting (one initializing in the guest-connect wait, one guest hung) when the host gets the
+production runner's SIGTERM (a graceful shutdown) or a SIGKILL (nothing runs; a fresh runtime
+recovers the home), judged with the shutdown scenarios' checks (scenarios/shutdown) and, for the
+failed box, PR 520's promise on every read path of the fresh runtime, with its disks.
+
+The gate runs the SDK's defaults with the host exiting, and with the runner's SIGTERM and a
+SIGKILL; BOXLITE_CHAOS_OPS_NIGHTLY=1 runs every variant and ending.
 """
 
 from __future__ import annotations
@@ -27,9 +33,18 @@ import pytest
 
 from harness.judge import checks
 from harness.observe.boxes import box_disks
+from harness.observe.logs import SHUTDOWN_LOGGED, runtime_log
 from harness.observe.records import read_store
 from harness.scenario import operations as ops
-from harness.scenario.shutdown import failed_box_options
+from harness.scenario.shutdown import (
+    CASES as HOST_ENDINGS,
+)
+from harness.scenario.shutdown import (
+    arrange,
+    failed_box_options,
+    record_verdicts,
+    signal_host,
+)
 from harness.scenario.steps import (
     ENDINGS,
     create_box,
@@ -53,8 +68,14 @@ GATE = {("sdk_defaults", "exit")}
 CASES = [(v, e) for v in VARIANTS for e in ENDINGS]
 
 
-def _param(variant: str, ending: str):
-    marks = () if (variant, ending) in GATE else (pytest.mark.skipif(
+# The shutdown family (the runner's SIGTERM) and the recovery family (SIGKILL, then a fresh
+# runtime), each with 3 boxes: initializing, guest hung, failed (harness/scenario/shutdown.py).
+HOST_GATE = {("sdk_defaults", "runner"), ("sdk_defaults", "sigkill")}
+HOST_CASES = [(v, e) for v in VARIANTS for e in ("runner", "sigkill")]
+
+
+def _param(variant: str, ending: str, gate: set[tuple[str, str]] = GATE):
+    marks = () if (variant, ending) in gate else (pytest.mark.skipif(
         not ops.nightly(), reason=f"nightly: set {ops.NIGHTLY_ENV}=1"),)
     return pytest.param(variant, ending, id=f"{variant}-{ending}", marks=marks)
 
@@ -81,6 +102,41 @@ def test_a_failed_start_keeps_its_record_with_these_options(chaos, doctor_boots,
     # Whatever became of the record, the box's disks went with it (or stayed with it).
     chaos.judge(checks.disks_follow_record(read_store(fresh.home, box, f"store.after_{ending}"),
                                            box_disks(fresh.home, box)))
+
+
+@pytest.mark.parametrize("variant, ending", [_param(*c, gate=HOST_GATE) for c in HOST_CASES])
+def test_host_ends_with_a_failed_box_and_boxes_starting_with_these_options(chaos, doctor_boots,
+                                                                          variant, ending):
+    case = HOST_ENDINGS[ending]
+    host = chaos.host(case.flavour)
+    boxes = arrange(host, chaos.faults, 3, chaos.box_options(**VARIANTS[variant]),
+                    failed_box_options(doctor_boots))
+    failed = next(b for b in boxes if b.state == "failed")
+    lifecycle = ops.lifecycle_of(host.call("get_info", box_id=failed.id))
+    chaos.note(variant=variant, options=VARIANTS[variant], lifecycle=lifecycle)
+    chaos.witness("start_failed", box=failed.id, error=failed.error)
+    if lifecycle.get("auto_delete"):
+        chaos.witness("remove_on_stop_box", box=failed.id, **lifecycle)
+    log_before = len(runtime_log(host.home))
+
+    run = signal_host(host, chaos.ledger, chaos.faults, boxes, case)
+    chaos.witness(f"signal:{case.signal_name}", exit_s=run.exit_s, returncode=run.returncode)
+    if case.graceful:
+        log_after = runtime_log(host.home)[log_before:]
+        logged = SHUTDOWN_LOGGED in log_after
+        if logged or run.signs:
+            chaos.witness("shutdown_ran", logged=logged, signs=run.signs)
+        chaos.judge(checks.runtime_shutdown_ran(log_after, run.returncode, run.signs))
+    chaos.note(**run.facts())
+    chaos.judge(*run.verdicts())
+
+    # A fresh runtime on the home (its recovery runs): every record settled, the failed box
+    # still failed with its cause on every read path, its disks with its record.
+    fresh = chaos.restart(host)
+    chaos.judge(*record_verdicts(fresh, boxes, case.moment))
+    chaos.judge(checks.disks_follow_record(
+        read_store(fresh.home, failed.id, f"store.{case.moment}.{failed.label}"),
+        box_disks(fresh.home, failed.id)))
 
 
 @pytest.mark.parametrize("options, refusal", [
