@@ -1,5 +1,6 @@
 """Hostile box options, generated: names, environment, process settings, volumes, ports,
-resources and image layouts, one hazard per case, through one long-lived host per shard.
+resources, image layouts, network/tty/advanced/secrets and the lifecycle flags (alone and
+combined), one hazard per case, through one long-lived host per shard.
 
 After each case: create and start answered with success or a runtime error that says why (no
 hang, no dead host), no runtime process crashed, no record is left in a transitional status, no
@@ -34,7 +35,7 @@ from harness.session import seeds
 
 pytestmark = pytest.mark.tier("init")
 
-# Generated cases per family (explicit examples come on top): 7 x 40 = 280. These families are
+# Generated cases per family (explicit examples come on top): 9 x 40 = 360. These families are
 # about half of the gate's serial time and most of its CPU on a 2-core nested-PVM machine;
 # $BOXLITE_CHAOS_HOSTILE_EXAMPLES sets another count (0: the explicit examples only), for a
 # maintainer who moves deep exploration to a nightly or soak job. The default stays 40.
