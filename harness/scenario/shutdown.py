@@ -31,10 +31,11 @@ from harness.judge.checks import (
     record_failed,
     record_final,
     records_settled,
+    runtime_shutdown_ran,
     within_bound,
 )
 from harness.observe.boxes import home_marks, shutdown_signs
-from harness.observe.logs import runtime_log
+from harness.observe.logs import SHUTDOWN_LOGGED, runtime_log
 from harness.observe.processes import ProcessLedger, ProcRecord, classify
 from harness.observe.records import read_host, read_store, store_rows
 from harness.runtime.host import (
@@ -447,3 +448,22 @@ def default_host_offline(flavour: Flavour, version: str) -> Verdict | None:
                    "offline (and the harness sends nothing off loopback), so the host was "
                    "not started")
 
+
+def signal_and_judge(chaos: Any, host: RuntimeHost, boxes: list[BoxUnderTest],
+                     case: Case) -> ShutdownRun:
+    """Signal `host` as `case` says (signal_host), record the signal's witness and, for a
+    graceful case, the shutdown's (its log line, or what it changed in the home) and judge
+    runtime_shutdown_ran; then note the run's facts and judge its verdicts. `chaos` is the
+    scenario's world (harness.scenario.context.Chaos). Returns the run."""
+    log_before = len(runtime_log(host.home))
+    run = signal_host(host, chaos.ledger, chaos.faults, boxes, case)
+    chaos.witness(f"signal:{case.signal_name}", exit_s=run.exit_s, returncode=run.returncode)
+    if case.graceful:
+        log_after = runtime_log(host.home)[log_before:]
+        logged = SHUTDOWN_LOGGED in log_after
+        if logged or run.signs:
+            chaos.witness("shutdown_ran", logged=logged, signs=run.signs)
+        chaos.judge(runtime_shutdown_ran(log_after, run.returncode, run.signs))
+    chaos.note(**run.facts())
+    chaos.judge(*run.verdicts())
+    return run

@@ -33,17 +33,14 @@ import pytest
 
 from harness.judge import checks
 from harness.observe.boxes import box_disks
-from harness.observe.logs import SHUTDOWN_LOGGED, runtime_log
 from harness.observe.records import read_store
 from harness.scenario import operations as ops
-from harness.scenario.shutdown import (
-    CASES as HOST_ENDINGS,
-)
+from harness.scenario.shutdown import CASES as HOST_ENDINGS
 from harness.scenario.shutdown import (
     arrange,
     failed_box_options,
     record_verdicts,
-    signal_host,
+    signal_and_judge,
 )
 from harness.scenario.steps import (
     ENDINGS,
@@ -117,18 +114,7 @@ def test_host_ends_with_a_failed_box_and_boxes_starting_with_these_options(chaos
     chaos.witness("start_failed", box=failed.id, error=failed.error)
     if lifecycle.get("auto_delete"):
         chaos.witness("remove_on_stop_box", box=failed.id, **lifecycle)
-    log_before = len(runtime_log(host.home))
-
-    run = signal_host(host, chaos.ledger, chaos.faults, boxes, case)
-    chaos.witness(f"signal:{case.signal_name}", exit_s=run.exit_s, returncode=run.returncode)
-    if case.graceful:
-        log_after = runtime_log(host.home)[log_before:]
-        logged = SHUTDOWN_LOGGED in log_after
-        if logged or run.signs:
-            chaos.witness("shutdown_ran", logged=logged, signs=run.signs)
-        chaos.judge(checks.runtime_shutdown_ran(log_after, run.returncode, run.signs))
-    chaos.note(**run.facts())
-    chaos.judge(*run.verdicts())
+    signal_and_judge(chaos, host, boxes, case)
 
     # A fresh runtime on the home (its recovery runs): every record settled, the failed box
     # still failed with its cause on every read path, its disks with its record.

@@ -11,15 +11,13 @@ still failed with its cause, and every read path agreeing.
 
 import pytest
 
-from harness.judge import checks
-from harness.observe.logs import SHUTDOWN_LOGGED, runtime_log
 from harness.scenario.shutdown import (
     CASES,
     arrange,
     default_host_offline,
     failed_box_options,
     record_verdicts,
-    signal_host,
+    signal_and_judge,
 )
 
 pytestmark = pytest.mark.tier("init")
@@ -35,20 +33,7 @@ def test_host_stops_with_boxes_in_every_state(chaos, doctor_boots, case, n):
         return
     host = chaos.host(case.flavour)
     boxes = arrange(host, chaos.faults, n, chaos.box_options(), failed_box_options(doctor_boots))
-    log_before = len(runtime_log(host.home))
-
-    run = signal_host(host, chaos.ledger, chaos.faults, boxes, case)
-    chaos.witness(f"signal:{case.signal_name}", exit_s=run.exit_s, returncode=run.returncode)
-    log_after = runtime_log(host.home)[log_before:]
-    if case.graceful:
-        # The witness of the shutdown for the known failures it carries: the log, or the
-        # home (a shim.pid deleted, the store written) when the log lost its lines.
-        logged = SHUTDOWN_LOGGED in log_after
-        if logged or run.signs:
-            chaos.witness("shutdown_ran", logged=logged, signs=run.signs)
-        chaos.judge(checks.runtime_shutdown_ran(log_after, run.returncode, run.signs))
-    chaos.note(**run.facts())
-    chaos.judge(*run.verdicts())
+    signal_and_judge(chaos, host, boxes, case)
 
     fresh = chaos.restart(host)
     chaos.judge(*record_verdicts(fresh, boxes, case.moment))
