@@ -213,6 +213,24 @@ def remove_all(chaos: Chaos, host: RuntimeHost, disk: SmallDisk, boxes: list[str
     chaos.judge(sc.half_made_boxes_removed(removals))
 
 
+def judge_failed_create(chaos: Chaos, world: StorageWorld, host: RuntimeHost,
+                        disk: SmallDisk, listed: list[str] | None,
+                        stored: list[str] | None) -> None:
+    """After a create that raised: no record it added, live (list_info and the store) and
+    after a restart with the space back (a fresh runtime's list_info and the store); the home
+    judged; then a new box must reach its shim spawn and every box must remove. `listed` and
+    `stored` are the ids before the create."""
+    chaos.judge(sc.failed_create_left_no_record("live.list_info", listed, listed_ids(host)),
+                sc.failed_create_left_no_record("store.live", stored, store_ids(disk)))
+    fresh = restart_with_space(chaos, world, host, disk)
+    now = listed_ids(fresh)
+    chaos.judge(sc.failed_create_left_no_record("fresh.list_info", listed, now),
+                sc.failed_create_left_no_record("store.fresh", stored, store_ids(disk)))
+    judge_home(chaos, disk, "fresh")
+    new = new_box_reaches_spawn(chaos, fresh, disk)
+    remove_all(chaos, fresh, disk, sorted(set(now or []) | ({new} if new else set())))
+
+
 def recover(chaos: Chaos, world: StorageWorld, host: RuntimeHost, disk: SmallDisk,
             half_made: list[str], spawned: Sequence[str] = ()) -> RuntimeHost:
     """Space back, a fresh runtime: the home judged, the failed boxes judged on the fresh

@@ -66,15 +66,7 @@ def test_full_disk_at_create(chaos, storage):
     chaos.witness("create_failed_on_full_disk", error=err["message"][:200])
     chaos.judge(checks.op_failed_cleanly("create", err, host.alive),
                 sc.reason_names_storage("create", err["message"]))
-    chaos.judge(sc.failed_create_left_no_record("live.list_info", listed, st.listed_ids(host)),
-                sc.failed_create_left_no_record("store.live", stored, st.store_ids(disk)))
-    fresh = st.restart_with_space(chaos, storage, host, disk)
-    now = st.listed_ids(fresh)
-    chaos.judge(sc.failed_create_left_no_record("fresh.list_info", listed, now),
-                sc.failed_create_left_no_record("store.fresh", stored, st.store_ids(disk)))
-    st.judge_home(chaos, disk, "fresh")
-    new = st.new_box_reaches_spawn(chaos, fresh, disk)
-    st.remove_all(chaos, fresh, disk, sorted(set(now or []) | ({new} if new else set())))
+    st.judge_failed_create(chaos, storage, host, disk, listed, stored)
 
 
 # phase -> free KiB left before start() (LEVELS): 0, the container rootfs copy fails and so
