@@ -90,7 +90,42 @@ VIOLATING: dict[str, Callable[[], Verdict]] = {
     "failed_create_left_no_record": lambda: sc.failed_create_left_no_record("store", [], ["x"]),
     "half_made_boxes_removed": lambda: sc.half_made_boxes_removed(
         [{"box": "b", "error": "boom", "left": []}]),
+    "disk_images_whole": lambda: sc.disk_images_whole(
+        [{"path": "boxes/b/disks/disk.qcow2", "exit_code": 2, "output": "ERROR cluster 3"}]),
 }
+
+
+def test_disk_images_whole_reads_qemu_img_exit_codes():
+    ok = {"path": "a.qcow2", "exit_code": 0, "output": "No errors were found"}
+    leak = {"path": "b.qcow2", "exit_code": 3, "output": "1 leaked clusters were found"}
+    assert sc.disk_images_whole([ok, leak]).status == HOLDS
+    assert sc.disk_images_whole([]).status == HOLDS
+    assert sc.disk_images_whole([ok, {**ok, "exit_code": 1}]).status == UNKNOWN
+    assert sc.disk_images_whole([{**ok, "exit_code": None}]).status == UNKNOWN
+
+
+def test_a_real_qcow2_cut_in_its_tables_is_not_whole(tmp_path):
+    """Through the real qemu-img: a fresh qcow2 is whole; one whose refcount table is
+    overwritten is corrupt (exit 2) or cannot be checked (exit 1) — never whole."""
+    import shutil
+    import subprocess
+
+    from harness.observe.boxes import check_disk_images
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img is not installed (Debian's qemu-utils; ./go installs it)")
+    disks = tmp_path / "boxes" / "b" / "disks"
+    disks.mkdir(parents=True)
+    disk = disks / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    subprocess.run(["qemu-io", "-c", "write 0 1M", str(disk)], check=True,
+                   capture_output=True)
+    assert sc.disk_images_whole(check_disk_images(tmp_path)).status == HOLDS
+    data = bytearray(disk.read_bytes())
+    table = int.from_bytes(data[48:56], "big")      # the header's refcount_table_offset
+    data[table:table + 8] = (0xFFFFFFFFFFFFFE00).to_bytes(8, "big")
+    disk.write_bytes(bytes(data))
+    v = sc.disk_images_whole(check_disk_images(tmp_path))
+    assert v.status in (VIOLATED, UNKNOWN) and v.evidence["disks"][0]["exit_code"] in (1, 2)
 
 
 @pytest.mark.parametrize("name", sorted(VIOLATING))

@@ -94,3 +94,26 @@ def half_made_boxes_removed(removals: Sequence[dict[str, Any]]) -> Verdict:
             f"{r['box']}: " + (f"remove raised {r['error'][:100]!r}" if r.get("error")
                                else f"left {r['left']}") for r in bad))
     return Verdict("half_made_boxes_removed", HOLDS, ev, f"{len(rs)} half-made box(es) removed")
+
+
+@check("disk_images_whole")
+def disk_images_whole(results: Sequence[dict[str, Any]]) -> Verdict:
+    """Every qcow2 disk of the home's boxes passes `qemu-img check`: each of `results` is
+    {path, exit_code, output} (harness.observe.boxes.check_disk_images). qemu-img's exit
+    codes (its manual): 0 no errors; 3 leaked clusters only (space lost, no data harmed: what a
+    cut write is allowed to leave, noted); 2 corruption; 1 the check could not complete; None
+    qemu-img could not be run (unknown). No disk at all holds: a failure may stop before any."""
+    rs = list(results)
+    corrupt = [r for r in rs if r.get("exit_code") == 2]
+    unchecked = [r for r in rs if r.get("exit_code") not in (0, 2, 3)]
+    leaks = [r["path"] for r in rs if r.get("exit_code") == 3]
+    ev = {"disks": rs, "corrupt": corrupt, "unchecked": unchecked, "leaks": leaks}
+    if corrupt:
+        return Verdict("disk_images_whole", VIOLATED, ev, "; ".join(
+            f"{r['path']}: {(r.get('output') or '').strip()[-160:]}" for r in corrupt))
+    if unchecked:
+        r = unchecked[0]
+        return Verdict("disk_images_whole", UNKNOWN, ev, f"{len(unchecked)} disk(s) could not "
+                       f"be checked: {r['path']}: {(r.get('output') or '').strip()[-160:]}")
+    return Verdict("disk_images_whole", HOLDS, ev, f"{len(rs)} qcow2 disk(s) whole" +
+                   (f" ({len(leaks)} with leaked clusters only)" if leaks else ""))

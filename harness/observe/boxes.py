@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -94,3 +96,29 @@ def shutdown_signs(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     signs += [f"store {name} written" for name, mark in before["store"].items()
               if after["store"].get(name) != mark]
     return signs
+
+
+# qemu-img check reads a disk's metadata only: milliseconds for the small disks here.
+QEMU_IMG_TIMEOUT_S = 30.0
+
+
+def check_disk_images(home: Path, qemu_img: str | None = None) -> list[dict[str, Any]]:
+    """`qemu-img check` of every qcow2 disk under `<home>/boxes/*/disks/` (Debian's
+    qemu-utils): [{path, exit_code, output}], exit_code None when qemu-img is missing or did
+    not answer within QEMU_IMG_TIMEOUT_S. Never raises for a disk; an unreadable home gives
+    no disks."""
+    tool = qemu_img or shutil.which("qemu-img")
+    out = []
+    for disk in sorted((home / "boxes").glob("*/disks/*.qcow2")):
+        if tool is None:
+            out.append({"path": str(disk), "exit_code": None,
+                        "output": "qemu-img not found (Debian's qemu-utils)"})
+            continue
+        try:
+            done = subprocess.run([tool, "check", "-f", "qcow2", str(disk)],
+                                  capture_output=True, text=True, timeout=QEMU_IMG_TIMEOUT_S)
+            out.append({"path": str(disk), "exit_code": done.returncode,
+                        "output": (done.stdout + done.stderr)[-800:]})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            out.append({"path": str(disk), "exit_code": None, "output": repr(exc)})
+    return out

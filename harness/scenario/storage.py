@@ -18,6 +18,7 @@ from harness.faults.shim import box_tree
 from harness.faults.storage import FillDisk, SmallDisk, fill_disk
 from harness.judge import checks
 from harness.judge import storage_checks as sc
+from harness.observe.boxes import check_disk_images
 from harness.observe.records import RecordRead, read_host  # noqa: F401 - re-exported
 from harness.observe.store_apart import (  # noqa: F401 - read_store_apart re-exported
     read_store_apart,
@@ -161,9 +162,11 @@ def restart_with_space(chaos: Chaos, world: StorageWorld, host: RuntimeHost,
 
 
 def judge_home(chaos: Chaos, disk: SmallDisk, moment: str) -> list[dict[str, Any]]:
-    """The store whole, no record stuck, records and box folders agree. Returns the rows."""
+    """The store whole, the boxes' disk images whole (qemu-img check), no record stuck,
+    records and box folders agree. Returns the rows."""
     result, why = store_integrity_apart(disk.home)
-    chaos.judge(checks.store_integrity(result, why))
+    chaos.judge(checks.store_integrity(result, why),
+                sc.disk_images_whole(check_disk_images(disk.home)))
     rows, why = store_rows_apart(disk.home)
     if rows is None:
         chaos.note(store_rows_unreadable=why, moment=moment)
