@@ -92,11 +92,13 @@ def staging_cleared(op: str, staging: Sequence[str] | None) -> Verdict:
 
 
 @check("disk_chain_whole")
-def disk_chain_whole(box_id: str, chain: Sequence[dict[str, Any]] | None) -> Verdict:
+def disk_chain_whole(box_id: str, chain: Sequence[dict[str, Any]] | None,
+                     label: str | None = None) -> Verdict:
     """The box's disk and every backing file it names exist and are qcow2 images (or the
     raw base an ext4 backing is). `chain` is the disk first, then each backing: dicts with
-    `path`, `exists`, `format` (qcow2, raw, or None when unreadable); None: not readable."""
-    cid = f"disk_chain_whole[{box_id}]"
+    `path`, `exists`, `format` (qcow2, raw, or None when unreadable); None: not readable.
+    `label` names the box in the check id (a role, stable from run to run; box ids are not)."""
+    cid = f"disk_chain_whole[{label or box_id}]"
     ev = {"box": box_id, "chain": None if chain is None else list(chain)}
     if chain is None:
         return Verdict(cid, UNKNOWN, ev, "the disk chain could not be read")
@@ -112,11 +114,11 @@ def disk_chain_whole(box_id: str, chain: Sequence[dict[str, Any]] | None) -> Ver
 
 @check("restore_as_snapshot_or_before")
 def restore_as_snapshot_or_before(box_id: str, before: str | None, snapshot: str,
-                                  after: str | None) -> Verdict:
+                                  after: str | None, label: str | None = None) -> Verdict:
     """After a restore of `snapshot` (cut or not), the box's disk is the snapshot's (its
     backing file is the snapshot's disk) or as before (the backing it had: `before`).
     `after` is the backing file of the disk now; None: the disk is gone or unreadable."""
-    cid = f"restore_as_snapshot_or_before[{box_id}]"
+    cid = f"restore_as_snapshot_or_before[{label or box_id}]"     # label: see disk_chain_whole
     ev = {"box": box_id, "before": before, "snapshot": snapshot, "after": after}
     if after is None:
         return Verdict(cid, VIOLATED, ev, "the box's disk is gone or unreadable after the "
@@ -131,11 +133,12 @@ def restore_as_snapshot_or_before(box_id: str, before: str | None, snapshot: str
 
 @check("snapshots_whole_or_gone")
 def snapshots_whole_or_gone(box_id: str, listed: Sequence[str] | None,
-                            folders: Mapping[str, Sequence[str]] | None) -> Verdict:
+                            folders: Mapping[str, Sequence[str]] | None,
+                            label: str | None = None) -> Verdict:
     """Every snapshot the runtime lists has its folder with a disk, and every snapshot folder
     is listed: a listed snapshot without a disk cannot be restored, a folder nobody lists is
     never removed. `listed` from snapshot.list(); `folders` from boxes/<id>/snapshots/."""
-    cid = f"snapshots_whole_or_gone[{box_id}]"
+    cid = f"snapshots_whole_or_gone[{label or box_id}]"     # label: see disk_chain_whole
     ev = {"box": box_id, "listed": listed, "folders": None if folders is None else
           {k: list(v) for k, v in folders.items()}}
     if listed is None or folders is None:

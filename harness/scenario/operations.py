@@ -273,9 +273,13 @@ def judge_home(chaos: Chaos, fresh: RuntimeHost, op: str, before: set[str], sour
     if source is not None:
         chaos.judge(checks.disks_follow_record(read_store(fresh.home, source, "store.fresh"),
                                                box_disks(fresh.home, source)))
-    for box in sorted(set(dirs) - before | ({source} if source else set())):
+    new = sorted(set(dirs) - before - {source})
+    # Check ids name each box by its role (box ids change from run to run).
+    roles = {**({source: "source"} if source else {}),
+             **{b: f"new{i}" if len(new) > 1 else "new" for i, b in enumerate(new, 1)}}
+    for box, role in roles.items():
         if box_disks(fresh.home, box):
-            chaos.judge(opchecks.disk_chain_whole(box, disk_chain(fresh.home, box)))
+            chaos.judge(opchecks.disk_chain_whole(box, disk_chain(fresh.home, box), role))
 
 
 def judge_archive(chaos: Chaos, fresh: RuntimeHost, dest: Path) -> None:

@@ -58,8 +58,11 @@ PHASES = {
 FAULT_STATES = ("failed", "stopped", "detached")
 CASES = [(op, phase, sig, state) for (op, phase) in PHASES for sig in SIGNALS
          for state in FAULT_STATES]
-# The gate's quick cases: the two multi-step writes of boxes and archives, on a failed box.
-GATE = {("export", "archive", "SIGKILL", "failed"), ("clone", "staged", "SIGKILL", "failed")}
+# The gate's quick case: the multi-step write of an archive, on a failed box (its fault landed
+# in 12 of 12 tries). Clone at its staged disk went to the nightly set: a clone takes 5-17 ms
+# and answered before the fault landed in 1 of 3 gates of 2026-12-06 (a skip that comes and
+# goes is a flake of ours in a gate).
+GATE = {("export", "archive", "SIGKILL", "failed")}
 
 
 def _param(case: tuple[str, str, str, str]):
@@ -94,12 +97,13 @@ def test_operation_cut_at_a_phase(chaos, op, phase, sig, state, tmp_path):
         judge_archive(chaos, fresh, dest)
     elif op == "snapshot_restore":
         chaos.judge(opchecks.restore_as_snapshot_or_before(
-            source, args["_before"], args["_snapshot"], backing_of(fresh.home, source)))
+            source, args["_before"], args["_snapshot"], backing_of(fresh.home, source),
+            "source"))
     if op.startswith("snapshot_"):
         listed, exc = fresh.try_call("snapshot_list", box_id=source)
         chaos.judge(opchecks.snapshots_whole_or_gone(
             source, None if exc else [s["name"] for s in listed],
-            snapshot_folders(fresh.home, source)))
+            snapshot_folders(fresh.home, source), "source"))
 
 
 def _arrange(chaos, host, op: str, phase: str, source: str, dest):
@@ -166,7 +170,7 @@ def test_a_never_started_box_is_refused_cleanly(chaos, op, tmp_path):
         listed, lexc = host.try_call("snapshot_list", box_id=box)
         chaos.judge(opchecks.snapshots_whole_or_gone(
             box, None if lexc else [s["name"] for s in listed],
-            snapshot_folders(host.home, box)))
+            snapshot_folders(host.home, box), "never_started"))
 
 
 def test_named_volumes_are_answered(chaos):
