@@ -26,6 +26,7 @@ from harness.scenario.shutdown import (
     plan,
     ran_orphaned,
     runtime_gone_within,
+    start_reached_shim,
 )
 
 ROOT = 4242
@@ -278,6 +279,8 @@ VIOLATING: dict[str, Callable[[], Verdict]] = {
     "runtime_gone_within": lambda: runtime_gone_within([proc(1, SHUTDOWN_BOUND_S + 1)],
                                                        SHUTDOWN_BOUND_S, "sigterm"),
     "no_orphans": lambda: no_orphans([proc(1, adopted=True)]),
+    "start_reached_shim": lambda: start_reached_shim(
+        "B1", "initializing", {"message": "The VM failed to start."}, []),
 }
 
 
@@ -298,3 +301,12 @@ def test_a_default_runtime_host_is_not_started_where_it_would_pull_from_docker_i
     assert v is not None and v.status == "unknown" and "docker.io" in v.summary
     assert default_host_offline(SDK_DEFAULT, "0.10.0") is None
     assert default_host_offline(RUNNER, "0.9.0") is None
+
+
+def test_a_start_ended_before_its_shim_is_named():
+    v = start_reached_shim("B1", "initializing", {"type": "EngineError",
+                           "message": "engine reported an error: The VM failed to start."},
+                           ["bwrap: execvp /h/boxes/B1/bin/boxlite-shim: Text file busy"])
+    assert (v.check, v.status) == ("start_reached_shim[initializing]", VIOLATED)
+    assert "Text file busy" in v.evidence["log"][0]
+    assert start_reached_shim("B1", "hung", None, []).status == UNKNOWN

@@ -18,7 +18,7 @@ from typing import Any
 from harness.common.errors import ArrangementError, HostError
 from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.base import FaultSet
-from harness.faults.shim import FreezeBox, Proc, freeze_box, kill_shim, wait_for_shim
+from harness.faults.shim import FreezeBox, Proc, box_tree, freeze_box, kill_shim, wait_for_shim
 from harness.judge.checks import (
     HOLDS,
     SETTLED,
@@ -108,6 +108,7 @@ class BoxUnderTest:
     reason: str | None = None           # the store's error_reason before the signal
     tree: list[Proc] = field(default_factory=list)
     freeze: FreezeBox | None = None
+    planned: str | None = None          # the planned state of a box whose start failed early
 
 
 def plan(n: int) -> list[str]:
@@ -162,8 +163,26 @@ def arrange(host: RuntimeHost, faults: FaultSet, n: int, options: dict[str, Any]
     waiting = [b for b in boxes if b.state != "failed"]
     for b in waiting:
         b.start = host.send("start", box_id=b.id)
-    for b in waiting:
-        b.tree = wait_for_shim(host.home, b.id, timeout_s=SPAWN_TIMEOUT_S)
+    for b in list(waiting):
+        start = b.start
+        wait_for(lambda b=b, start=start: box_tree(host.home, b.id) or start.done(),
+                 SPAWN_TIMEOUT_S, f"the shim of box {b.label} to spawn, or its start to end",
+                 interval_s=0.01)
+        tree = box_tree(host.home, b.id)
+        if not tree:
+            # The runtime ended the start before any shim ran: the box failed on its own
+            # (judged by start_reached_shim in the scenario), and is a failed box from here.
+            try:
+                host.result(start, 0)
+            except RuntimeOpError as exc:
+                b.error = {"type": exc.type, "message": exc.message}
+            else:
+                raise ArrangementError(f"box {b.label} started before its shim was seen")
+            b.planned, b.state, b.start = b.state, "failed", None
+            b.reason = read_store(host.home, b.id).reason
+            waiting.remove(b)
+            continue
+        b.tree = tree
         if b.state == "hung":
             b.freeze = freeze_box(host.home, b.id, b.tree)
             faults.inject(b.freeze)
@@ -389,6 +408,20 @@ def record_verdicts(host: RuntimeHost, boxes: Iterable[BoxUnderTest], moment: st
 
 
 # -- checks (pure; self-tests in tests/test_shutdown_checks.py) ------------------------------
+
+@check("start_reached_shim")
+def start_reached_shim(box: str, planned: str, error: dict[str, Any] | None,
+                       log_lines: Sequence[str]) -> Verdict:
+    """A start sent to a box with nothing wrong with it gets as far as its shim: the runtime
+    did not end it before any shim ran. `planned` is the state the box was to be in; `error`
+    the start's answer; `log_lines` the runtime log's lines naming the box after the start."""
+    cid = f"start_reached_shim[{planned}]"
+    ev = {"box": box, "planned": planned, "error": error, "log": list(log_lines)[-12:]}
+    if error is None:
+        return Verdict(cid, UNKNOWN, ev, f"box {box}: no shim seen and no error answered")
+    return Verdict(cid, VIOLATED, ev, f"box {box} ({planned}): the runtime ended its start "
+                   f"before any shim ran: {error.get('message', '')[:200]}")
+
 
 @check("runtime_gone_within")
 def runtime_gone_within(procs: Sequence[dict[str, Any]], bound_s: float,

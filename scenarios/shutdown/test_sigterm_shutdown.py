@@ -11,6 +11,7 @@ still failed with its cause, and every read path agreeing.
 
 import pytest
 
+from harness.observe.logs import runtime_log
 from harness.scenario.shutdown import (
     CASES,
     arrange,
@@ -18,6 +19,7 @@ from harness.scenario.shutdown import (
     failed_box_options,
     record_verdicts,
     signal_and_judge,
+    start_reached_shim,
 )
 
 pytestmark = pytest.mark.tier("init")
@@ -33,6 +35,10 @@ def test_host_stops_with_boxes_in_every_state(chaos, doctor_boots, case, n):
         return
     host = chaos.host(case.flavour)
     boxes = arrange(host, chaos.faults, n, chaos.box_options(), failed_box_options(doctor_boots))
+    log = runtime_log(host.home)
+    chaos.judge(*(start_reached_shim(b.id, b.planned, b.error,
+                                     [line for line in log.splitlines() if b.id in line])
+                  for b in boxes if b.planned))
     signal_and_judge(chaos, host, boxes, case)
 
     fresh = chaos.restart(host)
