@@ -72,7 +72,10 @@ def test_a_refused_flavour_is_a_skip_carrying_its_message(tmp_path):
     scen.mkdir()
     (scen / "test_refused.py").write_text(SCENARIOS)
     report = tmp_path / "report"
-    env = {**os.environ, "BOXLITE_CHAOS_CACHE": str(tmp_path / "cache")}
+    # A run of its own: under xdist this test's worker variables would make the plugin of the
+    # run below act as a worker (no results.jsonl of its own).
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")},
+           "BOXLITE_CHAOS_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider",
                            "-p", "no:xdist", "--chaos-report", str(report), "scenarios"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
