@@ -239,3 +239,163 @@ def test_a_runtime_that_does_not_start_says_why_last(fake_env, tmp_path):
             f.start(flavour=BARE)
     finally:
         f.close_all()
+
+
+# -- the real SDK: the 0.10 operations and options, against the installed npm packages ------
+# (skipped where ./go has not installed them; the guest never boots, so only what a box
+# that was never started answers is compared)
+
+NODE_SPEC = "npm:@boxlite-ai/boxlite@0.10.0"
+PYTHON_SPEC = "boxlite==0.10.0"         # the same core release, through the Python SDK
+
+
+def _installed(spec: str) -> RuntimeEnv:
+    from harness.runtime.spec import ready_runtime
+    env = ready_runtime(spec)
+    if env is None:
+        pytest.skip(f"{spec} is not installed (./go installs it)")
+    return env
+
+
+@pytest.fixture
+def image() -> str:
+    from harness.runtime.image import busybox_image
+    return str(busybox_image().path)
+
+
+@pytest.fixture
+def real_hosts(tmp_path: Path):
+    """Start hosts of installed runtimes by spec; every one is closed at the end."""
+    factories: list[HostFactory] = []
+
+    def start(spec: str, flavour: Flavour = BARE):
+        f = HostFactory(_installed(spec), tmp_path / f"run{len(factories)}")
+        factories.append(f)
+        return f.start(flavour=flavour)
+    yield start
+    for f in factories:
+        f.close_all()
+
+
+def _answer(host, op: str, **args) -> dict:
+    """A reply with what differs between two homes (ids, paths, times) taken out: an error's
+    message with the home's paths replaced, a result's keys and value types."""
+    result, err = host.try_call(op, **args)
+    if err is not None:
+        return {"error": err.message.replace(str(host.home), "HOME")
+                .replace(args.get("box_id") or "\0", "BOX")}
+    if isinstance(result, dict):
+        return {"result": {k: type(v).__name__ for k, v in result.items()}}
+    return {"result": result}
+
+
+def test_the_new_operations_answer_as_the_python_hosts_do(real_hosts, image):
+    """The same requests to host_main.py and host_main.mjs over one core release: the same
+    results (by key and type) and the same errors (by message)."""
+    answers = {}
+    for spec in (PYTHON_SPEC, NODE_SPEC):
+        host = real_hosts(spec)
+        box = host.call("create", options={"rootfs_path": image}, name="a")["id"]
+        dest = str(host.home / "a.boxlite")
+        answers[spec] = {
+            "get_info": _answer(host, "get_info", box_id=box),
+            "snapshot_list": _answer(host, "snapshot_list", box_id=box),
+            "snapshot_create": _answer(host, "snapshot_create", box_id=box, name="s"),
+            "snapshot_restore": _answer(host, "snapshot_restore", box_id=box, name="s"),
+            "snapshot_remove": _answer(host, "snapshot_remove", box_id=box, name="s"),
+            "clone": _answer(host, "clone", box_id=box, name="c"),
+            "export": _answer(host, "export", box_id=box, dest=dest),
+            "import_box": _answer(host, "import_box", archive_path=dest, name="i"),
+            "volume_create": _answer(host, "volume_create", name="v"),
+            "volume_list": _answer(host, "volume_list"),
+            "volume_remove": _answer(host, "volume_remove", volume_id="v"),
+            "image_list": _answer(host, "image_list"),
+            # A name that cannot be an id's prefix: get_or_create resolves names as ids too.
+            "get_or_create": _answer(host, "get_or_create", options={"rootfs_path": image},
+                                     name="g-0"),
+            "get_or_create_again": _answer(host, "get_or_create",
+                                           options={"rootfs_path": image}, name="g-0"),
+            "close": _answer(host, "close"),
+        }
+        assert host.alive
+    python, node = answers[PYTHON_SPEC], answers[NODE_SPEC]
+    assert {k: v for k, v in node.items() if v != python[k]} == {}
+    assert set(node["get_info"]["result"]) >= {"auto_delete", "auto_stop", "auto_resume"}
+
+
+def _sdk_lifecycle(env: RuntimeEnv, image: str, home: Path) -> dict:
+    """The lifecycle a box created straight through the SDK with no option but its rootfs
+    gets: what a user of the SDK gets by default."""
+    import os
+    import subprocess
+    script = (f"const {{ JsBoxlite }} = await import({json.dumps(str(env.venv))} + "
+              "'/node_modules/@boxlite-ai/boxlite/dist/index.js');"
+              f"const rt = new JsBoxlite({{ homeDir: {json.dumps(str(home))} }});"
+              f"const info = await (await rt.create({{ rootfsPath: {json.dumps(image)} }})).info();"
+              "console.log(JSON.stringify({ auto_delete: info.autoDelete, "
+              "auto_stop: info.autoStop, auto_resume: info.autoResume }));"
+              "await rt.shutdown(5);")
+    proc = subprocess.run([env.host_argv()[0], "--input-type=module", "-e", script],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env.host_env()})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_sdk_defaults_leave_the_lifecycle_to_the_sdk(real_hosts, image, tmp_path):
+    host = real_hosts(NODE_SPEC)
+    lifecycle = ("auto_delete", "auto_stop", "auto_resume")
+
+    def created(**options) -> dict:
+        box = host.call("create", options={"rootfs_path": image, **options})["id"]
+        return {k: host.call("get_info", box_id=box)[k] for k in lifecycle}
+
+    env = _installed(NODE_SPEC)
+    assert created(sdk_defaults=True, auto_remove=None) == \
+        _sdk_lifecycle(env, image, tmp_path / "sdk-home")
+    assert created()["auto_delete"] == 0                     # auto_remove forced off
+    assert created(sdk_defaults=True, auto_remove=True)["auto_delete"] > 0
+    # The lifecycle fields go to the SDK under its names, and come back as host_main.py's.
+    assert created(auto_delete=5, auto_resume=False) == {"auto_delete": 5, "auto_stop": 0,
+                                                         "auto_resume": False}
+
+
+def test_the_class_typed_options_reach_the_sdk(real_hosts, image):
+    """network, advanced and secrets in host_main.py's JSON shapes (snake_case, security and
+    health_check inside advanced) are taken by the Node SDK under its names, and what it
+    refuses it refuses itself; tty, which the Node SDK has no option for, answers
+    OpUnsupported."""
+    host = real_hosts(NODE_SPEC)
+    box = host.call("create", options={
+        "rootfs_path": image,
+        "network": {"outbound": {"mode": "disabled", "allow_net": []}},
+        "advanced": {"security": {"max_open_files": 100}, "health_check": None},
+        "secrets": [{"name": "k", "value": "v", "hosts": ["example.com"]}]})["id"]
+    assert host.call("get_info", box_id=box)["status"] == "configured"
+    # The SDK's own refusals name where the values landed: outbound's mode, and healthCheck
+    # beside advanced.
+    _, bad = host.try_call("create", options={"rootfs_path": image, "network": {
+        "outbound": {"mode": "bridge", "allow_net": []}}})
+    assert bad is not None and bad.type == "InvalidArgumentError" and "bridge" in bad.message
+    _, bad = host.try_call("create", options={"rootfs_path": image,
+                                              "advanced": {"health_check": {"interval": 0}}})
+    assert bad is not None and "JsBoxOptions.healthCheck" in bad.message
+    _, tty = host.try_call("create", options={"rootfs_path": image, "tty": True})
+    assert tty is not None and tty.type == "OpUnsupported" and "tty" in tty.message
+    assert host.alive
+
+
+def test_an_operation_the_sdk_lacks_answers_op_unsupported(real_hosts):
+    """@boxlite-ai/boxlite 0.9.7 has no volumes handle: the scenarios read OpUnsupported as
+    nothing to judge (harness.scenario.operations.unsupported)."""
+    from harness.runtime.host import RuntimeOpError
+    from harness.scenario.operations import unsupported
+    host = real_hosts("npm:@boxlite-ai/boxlite@0.9.7")
+    for op, args in (("volume_create", {"name": "v"}), ("volume_list", {}),
+                     ("volume_remove", {"volume_id": "v"})):
+        _, err = host.try_call(op, **args)
+        assert isinstance(err, RuntimeOpError) and unsupported(err)
+        assert err.message == (f"{op}: @boxlite-ai/boxlite 0.9.7 (core 0.9.7) has no "
+                               "JsBoxlite.volumes")
+    assert host.call("image_list") == []
+    assert host.alive

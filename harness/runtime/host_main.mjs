@@ -135,6 +135,9 @@ function errorShape(err) {
            traceback: String(err?.stack ?? "").split("\n").slice(0, 4).join("\n") };
 }
 
+const LIFECYCLE = [["auto_delete", "autoDelete"], ["auto_stop", "autoStop"],
+                   ["auto_resume", "autoResume"]];
+
 function infoDict(info) {
   const state = info.state || {};
   return {
@@ -148,17 +151,51 @@ function infoDict(info) {
     // host_main.py writes str(None) for a box never started.
     started_at: info.startedAt == null ? "None" : String(info.startedAt),
     image: String(info.image),
+    // The 0.10 lifecycle options as the runtime resolved them (absent where the SDK has none).
+    ...Object.fromEntries(LIFECYCLE.filter(([, js]) => info[js] !== undefined)
+                                   .map(([py, js]) => [py, info[js]])),
   };
 }
 
+// host_main.py's BOX_OPTION_FIELDS, by the Node SDK's name for each (JsBoxOptions); null
+// where the SDK has no such option (`tty`: a terminal is per exec in Node), which a create
+// naming it answers with OpUnsupported rather than dropping it unseen.
 const BOX_OPTION_FIELDS = {
   image: "image", rootfs_path: "rootfsPath", cpus: "cpus", memory_mib: "memoryMib",
   disk_size_gb: "diskSizeGb", working_dir: "workingDir", env: "env", volumes: "volumes",
   ports: "ports", auto_remove: "autoRemove", detach: "detach", entrypoint: "entrypoint",
-  cmd: "cmd", user: "user",
+  cmd: "cmd", user: "user", auto_stop: "autoStop", auto_delete: "autoDelete",
+  auto_resume: "autoResume", network: "network", tty: null, advanced: "advanced",
+  secrets: "secrets",
 };
+// Not a box option: `sdk_defaults: true` leaves every unset option to the SDK, as a user gets
+// it (autoRemove included), instead of forcing autoRemove=false (host_main.py's SDK_DEFAULTS).
+const SDK_DEFAULTS = "sdk_defaults";
+// Python's AdvancedBoxOptions holds security and health_check; JsBoxOptions has them beside
+// `advanced`, which keeps only capabilities.
+const ADVANCED_HOISTED = { security: "security", health_check: "healthCheck" };
 
-function boxOptions(raw) {
+const camel = (key) => key.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase());
+const snake = (key) => key.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
+const isDict = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+// The JSON shapes of the class-typed options (network, advanced, secrets), keys camelCased at
+// every depth and values passed as they are: the SDK judges them, as Python's classes do
+// (an unknown key reaches the SDK under its camelCased name).
+function camelKeys(value) {
+  if (Array.isArray(value)) return value.map(camelKeys);
+  if (!isDict(value)) return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [camel(k), camelKeys(v)]));
+}
+
+function unsupported(message) {
+  return Object.assign(new Error(message), { name: "OpUnsupported" });
+}
+
+function boxOptions(raw, op = "create") {
+  raw = { ...raw };
+  const sdkDefaults = Boolean(raw[SDK_DEFAULTS]);
+  delete raw[SDK_DEFAULTS];
   const unknown = Object.keys(raw).filter((k) => !(k in BOX_OPTION_FIELDS)).sort();
   if (unknown.length) {
     throw Object.assign(new TypeError(`unknown box options: ${JSON.stringify(unknown)}`),
@@ -167,6 +204,10 @@ function boxOptions(raw) {
   const out = {};
   for (const [k, v] of Object.entries(raw)) {
     if (v === null || v === undefined) continue;
+    if (BOX_OPTION_FIELDS[k] === null) {
+      throw unsupported(`${op}: @boxlite-ai/boxlite ${SDK_VERSION} has no JsBoxOptions ` +
+                        `field for ${k}`);
+    }
     out[BOX_OPTION_FIELDS[k]] = v;
   }
   if (out.env) out.env = out.env.map(([key, value]) => ({ key, value }));
@@ -182,8 +223,21 @@ function boxOptions(raw) {
       return p;
     });
   }
+  for (const key of ["network", "secrets"]) {
+    if (key in out) out[key] = camelKeys(out[key]);
+  }
+  if (isDict(out.advanced)) {
+    const advanced = {};
+    for (const [k, v] of Object.entries(out.advanced)) {
+      if (v === null) continue;                     // Python's keyword default
+      if (k in ADVANCED_HOISTED) out[ADVANCED_HOISTED[k]] = camelKeys(v);
+      else advanced[camel(k)] = camelKeys(v);
+    }
+    if (Object.keys(advanced).length) out.advanced = advanced;
+    else delete out.advanced;
+  }
   // The SDK default would remove the record on stop, hiding the thing under test.
-  if (out.autoRemove === undefined) out.autoRemove = false;
+  if (!sdkDefaults && out.autoRemove === undefined) out.autoRemove = false;
   return out;
 }
 
@@ -261,6 +315,42 @@ async function boxOf(boxId) {
   return box;
 }
 
+// What this release of the SDK lacks answers OpUnsupported naming it (host_main.py's _api):
+// `obj[name]`, a method bound to obj or a handle (snapshot, volumes, images).
+function api(obj, name, op) {
+  let value;
+  try {
+    value = obj[name];
+  } catch {
+    value = undefined;                              // a native getter this build lacks
+  }
+  if (value === undefined || value === null) {
+    const cls = obj === rt ? "JsBoxlite" : (obj?.constructor?.name ?? typeof obj);
+    throw unsupported(`${op}: @boxlite-ai/boxlite ${SDK_VERSION} (core ${VERSION}) has no ` +
+                      `${cls}.${name}`);
+  }
+  return typeof value === "function" ? value.bind(obj) : value;
+}
+
+// The public fields of the SDK's info objects under the Python SDK's names (host_main.py's
+// _plain): `keys` are the Python class's, present as null where Node leaves an optional
+// field out, so both hosts answer the same shape.
+const PLAIN_KEYS = {
+  snapshot: ["box_id", "container_disk_bytes", "created_at", "id", "name", "size_bytes"],
+  volume: ["created_at", "id", "name", "size_bytes"],
+  image: ["cached_at", "id", "reference", "repository", "size_bytes", "tag"],
+};
+
+function plain(obj, kind) {
+  const out = Object.fromEntries(PLAIN_KEYS[kind].map((k) => [k, null]));
+  for (const [k, v] of Object.entries(obj ?? {})) {
+    if (typeof v === "function") continue;
+    out[snake(k)] = v === null || v === undefined || ["string", "number", "boolean"]
+      .includes(typeof v) ? (v ?? null) : JSON.stringify(v);
+  }
+  return out;
+}
+
 const ops = {
   async ping() {
     return { pid: process.pid, boxlite_version: VERSION, sdk: "node", sdk_version: SDK_VERSION,
@@ -311,6 +401,66 @@ const ops = {
   },
   async list_info() { return (await rt.listInfo()).map(infoDict); },
   async shutdown({ grace_s = null }) { await rt.shutdown(grace_s); return null; },
+  // -- the 0.10 API beyond a box's lifecycle (older releases answer OpUnsupported) ---------
+  async clone({ box_id, name = null }) {
+    const box = await boxOf(box_id);
+    const clone = await api(box, "cloneBox", "clone")(null, name);
+    boxes.set(clone.id, clone);
+    return { id: clone.id };
+  },
+  async export({ box_id, dest }) {
+    return { path: String(await api(await boxOf(box_id), "export", "export")(dest)) };
+  },
+  async import_box({ archive_path, name = null }) {
+    const box = await api(rt, "importBox", "import_box")(archive_path, name);
+    boxes.set(box.id, box);
+    return { id: box.id };
+  },
+  async snapshot_create({ box_id, name }) {
+    const snaps = api(await boxOf(box_id), "snapshot", "snapshot_create");
+    return plain(await api(snaps, "create", "snapshot_create")(name), "snapshot");
+  },
+  async snapshot_restore({ box_id, name }) {
+    const snaps = api(await boxOf(box_id), "snapshot", "snapshot_restore");
+    await api(snaps, "restore", "snapshot_restore")(name);
+    return null;
+  },
+  async snapshot_remove({ box_id, name }) {
+    const snaps = api(await boxOf(box_id), "snapshot", "snapshot_remove");
+    await api(snaps, "remove", "snapshot_remove")(name);
+    return null;
+  },
+  async snapshot_list({ box_id }) {
+    const snaps = api(await boxOf(box_id), "snapshot", "snapshot_list");
+    return (await api(snaps, "list", "snapshot_list")()).map((x) => plain(x, "snapshot"));
+  },
+  async volume_create({ name = null }) {
+    const volumes = api(rt, "volumes", "volume_create");
+    return plain(await api(volumes, "create", "volume_create")(name ?? undefined), "volume");
+  },
+  async volume_remove({ volume_id, force = false }) {
+    await api(api(rt, "volumes", "volume_remove"), "remove", "volume_remove")(volume_id, force);
+    return null;
+  },
+  async volume_list() {
+    const volumes = api(rt, "volumes", "volume_list");
+    return (await api(volumes, "list", "volume_list")()).map((x) => plain(x, "volume"));
+  },
+  async image_list() {
+    const images = api(rt, "images", "image_list");
+    return (await api(images, "list", "image_list")()).map((x) => plain(x, "image"));
+  },
+  async get_or_create({ options, name = null }) {
+    const got = await api(rt, "getOrCreate", "get_or_create")(
+      boxOptions(options, "get_or_create"), name);
+    boxes.set(got.box.id, got.box);
+    return { id: got.box.id, created: Boolean(got.created) };
+  },
+  async close() {
+    // JsBoxlite.close() is synchronous in 0.10.0; an awaitable one is awaited.
+    await api(rt, "close", "close")();
+    return null;
+  },
   async spawn_child({ argv }) {
     // Own a child process, as any other code in a daemon would (owner-wait property).
     const child = spawn(argv[0], argv.slice(1), { stdio: "inherit" });
