@@ -1,7 +1,8 @@
 """The Node host's protocol mapping, against a stand-in SDK folder: the SDK's plain Errors
 (code GenericFailure, message = the core's text) come back in host_main.py's error shape, its
 infos in host_main.py's record shape, and its flags behave as host_main.py's. Scenarios drive
-the real SDK; this only pins what host_main.mjs adds."""
+the real SDK; this only pins what host_main.mjs adds. The 0.10 operations and options are
+pinned against the installed SDKs themselves, beside host_main.py over the same core."""
 
 from __future__ import annotations
 
@@ -372,14 +373,20 @@ def test_the_class_typed_options_reach_the_sdk(real_hosts, image):
         "advanced": {"security": {"max_open_files": 100}, "health_check": None},
         "secrets": [{"name": "k", "value": "v", "hosts": ["example.com"]}]})["id"]
     assert host.call("get_info", box_id=box)["status"] == "configured"
-    # The SDK's own refusals name where the values landed: outbound's mode, and healthCheck
-    # beside advanced.
-    _, bad = host.try_call("create", options={"rootfs_path": image, "network": {
-        "outbound": {"mode": "bridge", "allow_net": []}}})
-    assert bad is not None and bad.type == "InvalidArgumentError" and "bridge" in bad.message
-    _, bad = host.try_call("create", options={"rootfs_path": image,
-                                              "advanced": {"health_check": {"interval": 0}}})
-    assert bad is not None and "JsBoxOptions.healthCheck" in bad.message
+    # The SDK's own refusals name where each value landed: allow_net as inbound's allowNet
+    # (refused: only a key the SDK reads can be), security beside advanced, secrets' hosts.
+    refused = {
+        "network": ({"inbound": {"mode": "enabled", "allow_net": ["a.example"]}},
+                    "inbound.allow_net is not supported yet"),
+        "advanced": ({"security": {"max_open_files": "x"}},
+                     "JsSecurityOptions.maxOpenFiles on JsBoxOptions.security"),
+        "secrets": ([{"name": "k", "value": "v", "hosts": 3}],
+                    "JsSecret.hosts on JsBoxOptions.secrets"),
+    }
+    for key, (value, where) in refused.items():
+        _, bad = host.try_call("create", options={"rootfs_path": image, key: value})
+        assert bad is not None and where in bad.message, (key, bad)
+        assert bad.error["sdk_error"]["name"] == "Error"            # the SDK's, not the host's
     _, tty = host.try_call("create", options={"rootfs_path": image, "tty": True})
     assert tty is not None and tty.type == "OpUnsupported" and "tty" in tty.message
     assert host.alive
