@@ -7,6 +7,8 @@
 // core's error text), and `type` is the core's error class read from that text's prefix, named
 // as the Python SDK names it (EngineError, InvalidArgumentError, ...), so checks read both
 // SDKs' errors alike; `sdk_error` keeps what Node actually threw.
+// An operation, or a box option, this release of the SDK lacks answers OpUnsupported naming
+// it, as host_main.py's does; the scenarios read that as nothing to judge.
 //
 // Flags (as host_main.py's):
 //   --sdk DIR                     the npm folder holding @boxlite-ai/boxlite (the binding file
@@ -345,8 +347,8 @@ function plain(obj, kind) {
   const out = Object.fromEntries(PLAIN_KEYS[kind].map((k) => [k, null]));
   for (const [k, v] of Object.entries(obj ?? {})) {
     if (typeof v === "function") continue;
-    out[snake(k)] = v === null || v === undefined || ["string", "number", "boolean"]
-      .includes(typeof v) ? (v ?? null) : JSON.stringify(v);
+    const scalar = v == null || ["string", "number", "boolean"].includes(typeof v);
+    out[snake(k)] = scalar ? (v ?? null) : JSON.stringify(v);
   }
   return out;
 }
