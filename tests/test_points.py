@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from harness.jobs.points.coverage import coverage, landing_figures, today
+from harness.jobs.points.coverage import coverage, landing_figures, today, write_page
 from harness.observe.points import (
     Point,
     PointTrigger,
@@ -173,3 +173,21 @@ def test_coverage_maps_todays_scenarios_and_counts_the_sweep():
     assert row["before"]["points"] == 3 and row["after"]["points"] == 1
     assert row["never_reached"] == ["proc:spawn shim"]
     assert landing_figures(results)["host_sigkill"]["delay_ms_median"] == 3.0
+
+
+def test_the_failing_disk_fits_everywhere_and_counts_its_failed_calls(tmp_path):
+    ref = ["log:a", "proc:spawn shim", "proc:exit shim", "log:c"]
+    assert all(fits(k, p, ref) for k in ("io_error", "disk_full") for p in ref)
+    results = [{"operation": "stop", "variant": "plain", "point": p, "kind": "io_error",
+                "outcome": "pass", "landing": {"landed": True, "delay_ms": d, "overshoot": 0,
+                                               "attach_ms": d - 1, "failed_calls": n}}
+               for p, d, n in (("log:a", 6.0, 13), ("log:c", 9.0, 0))]
+    fig = landing_figures(results)["io_error"]
+    assert fig["landed"] == 2 and fig["exercised"] == 1 and fig["delay_ms_max"] == 9.0
+    assert "exercised" not in landing_figures(
+        [{**results[0], "kind": "host_sigkill",
+          "landing": {"landed": True, "delay_ms": 1.0, "overshoot": 0}}])["host_sigkill"]
+    cov = coverage("0.10.8", {("stop", "plain"): [{"key": "log:a"}, {"key": "log:c"}]},
+                   results, 1.0)
+    page = write_page(cov, tmp_path / "coverage.html").read_text()
+    assert "13 calls failed" in page and "0 calls failed" in page

@@ -22,7 +22,9 @@ from harness.common.errors import HarnessError, HostError
 from harness.common.wait import Deadline, hold, wait_for
 from harness.faults.base import Fault
 from harness.faults.shim import Proc, box_tree, freeze_box, kill_shim, wait_for_vcpus
+from harness.faults.syscall import SyscallError, fail_writes, home_files
 from harness.judge import checks
+from harness.judge.storage_checks import failed_start_recorded
 from harness.judge.verdict import Verdict
 from harness.observe.boxes import box_processes
 from harness.observe.points import Point, PointTrigger, Recorder
@@ -44,7 +46,12 @@ TAIL_S = 0.5
 # A frozen box stays frozen this long, then is thawed and the operation runs on (a freeze
 # longer than the guest-connect wait is the guest-hang scenario's subject, not a point's).
 FREEZE_HOLD_S = 2.0
-FAULT_KINDS = ("host_sigkill", "host_sigterm", "shim_sigkill", "freeze")
+# The disk fails at the point: the host's writes and syncs to its home's files fail (strace,
+# harness.faults.syscall) until the host is gone; io_error is EIO, disk_full ENOSPC.
+IO_KINDS = {"io_error": "EIO", "disk_full": "ENOSPC"}
+FAULT_KINDS = ("host_sigkill", "host_sigterm", "shim_sigkill", "freeze", "io_error")
+# Kinds a sweep lands only when asked (`--kind`): disk_full is io_error with another errno.
+MORE_KINDS = ("disk_full",)
 
 
 @dataclass
@@ -246,9 +253,10 @@ def discover_once(chaos: Chaos, operation: str, variant: str) -> tuple[list[Poin
 # -- a fault at a point --------------------------------------------------------------------------
 def fits(kind: str, point: str, reference: list[str]) -> bool:
     """Whether a fault `kind` can land at `point` of an operation whose fault-free points are
-    `reference`: the host's faults everywhere; the box's (shim kill, freeze) only between its
-    shim's spawn (or the operation's start, when its arrangement spawned it) and its exit."""
-    if kind in ("host_sigkill", "host_sigterm"):
+    `reference`: the host's faults (and its failing disk) everywhere; the box's (shim kill,
+    freeze) only between its shim's spawn (or the operation's start, when its arrangement
+    spawned it) and its exit."""
+    if kind in ("host_sigkill", "host_sigterm", *IO_KINDS):
         return True
     if point not in reference:
         return False
@@ -286,6 +294,15 @@ def _fire(run: Run, kind: str, faults: list[Fault]) -> Callable[[], None]:
                 raise ProcessLookupError("the operation's host is not running")
             host.signal(signal.SIGKILL if kind == "host_sigkill" else signal.SIGTERM)
             return
+        if kind in IO_KINDS:
+            if host is None or not host.alive:
+                raise ProcessLookupError("the operation's host is not running")
+            out = run.chaos.workdir / f"strace-{kind}.txt"
+            fault = fail_writes(host.pid, home_files(run.home, run.box), IO_KINDS[kind], out)
+            faults.append(run.chaos.inject(fault))
+            if fault.proc is not None:      # the harness's own child, reaped by heal()
+                run.chaos.ledger.exempt.add(fault.proc.pid)
+            return
         assert run.box is not None
         tree = box_tree(run.home, run.box) or [p for p in run.tree or () if p.same()]
         if not tree:
@@ -321,7 +338,7 @@ def fault_at_point(chaos: Chaos, operation: str, variant: str, point: str, kind:
     if kind == "freeze" and faults:
         hold(FREEZE_HOLD_S, "the frozen box stays frozen before it is thawed")
         chaos.faults.heal(faults[-1])
-    _finish(run, fut)
+    reply = _finish(run, fut)
     for h in run.hosts:
         if not h.alive:
             continue
@@ -341,7 +358,25 @@ def fault_at_point(chaos: Chaos, operation: str, variant: str, point: str, kind:
         chaos.judge(Verdict(f"fault_landed[{kind}@{point}]", checks.UNKNOWN,
                             {"seen": trigger.landing.seen, "error": trigger.error},
                             result.why))
-    judge_home(chaos, run)
+    io = [f for f in faults if isinstance(f, SyscallError)]
+    if io:
+        # The disk fails the hosts' shutdown too, and comes back for the fresh host.
+        for h in run.hosts:
+            if h.alive:
+                h.close()
+        chaos.faults.heal(io[0])
+        calls = io[0].target.get("injected")
+        result.landing.update(attach_ms=io[0].target.get("attach_ms"), files=len(io[0].paths),
+                              failed_calls=calls)
+        if calls:
+            chaos.witness(f"io_error_hit:{point}", errno=io[0].errno, calls=calls,
+                          operation=operation)
+    # A start that raised while its disk failed must still leave its record failed with a
+    # reason (the storage scenarios' contract); the other kinds' starts raise for the fault
+    # itself (a shutdown, a killed shim), judged as before.
+    failed_start = bool(io) and operation == "start" and reply is not None \
+        and not reply.get("ok")
+    judge_home(chaos, run, failed_start)
     if conclude:
         try:
             chaos.conclude()
@@ -358,10 +393,12 @@ def fault_at_point(chaos: Chaos, operation: str, variant: str, point: str, kind:
     return result
 
 
-def judge_home(chaos: Chaos, run: Run) -> None:
+def judge_home(chaos: Chaos, run: Run, failed_start: bool = False) -> None:
     """A fresh host on the home after the fault: the store is whole, no record stuck, box
-    folders and records agree, and every read path says the same of the box. A detached
-    box's processes, once judged, are ended (they would outlive every host)."""
+    folders and records agree, and every read path says the same of the box; with
+    `failed_start` (the start raised under a failing disk), every path reads it failed with
+    a reason. A detached box's processes, once judged, are ended (they would outlive every
+    host)."""
     for h in run.hosts:
         if h.alive:
             h.close()
@@ -387,6 +424,8 @@ def judge_home(chaos: Chaos, run: Run) -> None:
     if box:
         reads = [*read_host(fresh, box, "fresh"), read_store(home, box, "store.fresh")]
         chaos.judge(checks.read_paths_agree(reads, "fresh"))
+        if failed_start:
+            chaos.judge(*(failed_start_recorded(r) for r in reads))
     fresh.close()
     if run.detach and run.box:
         tree = box_tree(home, run.box)

@@ -22,6 +22,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 #     wait;
 #   scenarios/detached (recovery.orphan_detached_box): SIGKILL and SIGTERM of the host after
 #     create wrote the record, at the shim's spawn and in the connect wait, detached boxes.
+#   no scenario fails the disk at a point of an operation (scenarios/storage fail it from a
+#   home's start, through the FUSE layer): io_error and disk_full start from nothing.
 HOST = ("host_sigkill", "host_sigterm")
 BOX = ("shim_sigkill", "freeze")
 CONNECT_WAIT = "VM subprocess started successfully"
@@ -89,7 +91,9 @@ def coverage(version: str, lists: dict[tuple[str, str], list[dict[str, Any]]],
 
 def landing_figures(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per fault kind: how many landed, the delay from the point's evidence to the signal
-    (median and max, ms) and the overshoot (points already past; mean and max)."""
+    (for a failing disk: to strace attached to every thread; median and max, ms) and the
+    overshoot (points already past; mean and max); for a failing disk also how many faults
+    failed at least one call (`exercised`: the runtime wrote to its home after the point)."""
     out: dict[str, dict[str, Any]] = {}
     for kind in sorted({r["kind"] for r in results}):
         land = [r["landing"] for r in results if r["kind"] == kind]
@@ -102,6 +106,8 @@ def landing_figures(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                      "overshoot_mean": round(sum(over) / len(over), 2) if over else None,
                      "overshoot_max": max(over) if over else None,
                      "overshoot_zero": sum(1 for o in over if o == 0)}
+        if any("failed_calls" in x for x in ok):
+            out[kind]["exercised"] = sum(1 for x in ok if x.get("failed_calls"))
     return out
 
 

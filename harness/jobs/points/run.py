@@ -29,6 +29,7 @@ from harness.observe.points import (
 from harness.runtime.spec import DEFAULT_SPEC
 from harness.scenario.points import (
     FAULT_KINDS,
+    MORE_KINDS,
     OPERATIONS,
     QUICK,
     VARIANTS,
@@ -98,8 +99,10 @@ def reference(version: str, op: str, variant: str, root: Path = FIXTURES) -> lis
 
 def plan(version: str, operations: Sequence[str], variants: Sequence[str],
          kinds: Sequence[str], quick: bool, stable_only: bool = False,
-         root: Path = FIXTURES) -> list[tuple[str, str, str, str, list[str]]]:
-    """(operation, variant, point, kind, reference keys) for each fault to land."""
+         root: Path = FIXTURES, points: Sequence[str] = ()
+         ) -> list[tuple[str, str, str, str, list[str]]]:
+    """(operation, variant, point, kind, reference keys) for each fault to land; with
+    `points`, only the points whose key holds one of those texts."""
     out = []
     if quick:
         for op, variant, point, kind in QUICK:
@@ -114,6 +117,7 @@ def plan(version: str, operations: Sequence[str], variants: Sequence[str],
                 ref = [p["key"] for p in pts]
                 groups.append([(op, variant, p["key"], kind, ref) for p in pts
                                if not (stable_only and p.get("unstable"))
+                               and (not points or any(t in p["key"] for t in points))
                                and fits(kind, p["key"], ref)])
     # Round robin over (kind, operation, variant): a sweep cut short by its budget has
     # touched every operation with every kind, not finished one and never begun the rest.
@@ -177,8 +181,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="only the gate's pinned selection")
     r.add_argument("--operation", action="append", choices=sorted(OPERATIONS))
     r.add_argument("--variant", action="append", choices=VARIANTS)
-    r.add_argument("--kind", action="append", choices=FAULT_KINDS)
+    r.add_argument("--kind", action="append", choices=FAULT_KINDS + MORE_KINDS,
+                   help=f"the kinds to land (default: {', '.join(FAULT_KINDS)}); io_error and "
+                   "disk_full fail the host's writes to its home with EIO or ENOSPC (strace)")
     r.add_argument("--stable-only", action="store_true", help="leave out unstable points")
+    r.add_argument("--point", action="append", metavar="TEXT",
+                   help="only the points whose key holds TEXT (e.g. 'store:commit')")
     r.add_argument("--budget-s", type=float,
                    help="start no new fault after this many seconds (the page shows the rest "
                    "as never tried)")
@@ -289,14 +297,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         from harness.runtime.spec import RuntimeSpec
         version = RuntimeSpec.parse(args.runtime).version
-        todo = plan(version, ops, variants, kinds, args.quick, args.stable_only)
+        todo = plan(version, ops, variants, kinds, args.quick, args.stable_only,
+                    points=args.point or ())
         for (op, variant, kind), n in sorted(Counter((t[0], t[1], t[3]) for t in todo).items()):
             print(f"{op} [{variant}] {kind}: {n}")
         print(f"{len(todo)} faults in all")
         return 0
     t0 = time.monotonic()
     with setup(args.runtime, report) as s:
-        todo = plan(s.env.version, ops, variants, kinds, args.quick, args.stable_only)
+        todo = plan(s.env.version, ops, variants, kinds, args.quick, args.stable_only,
+                    points=args.point or ())
         todo = todo[:args.limit] if args.limit else todo
         print(f"{len(todo)} faults to land on {s.env.version}")
         results = sweep(s, todo, report, budget_s=args.budget_s)
