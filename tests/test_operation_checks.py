@@ -145,6 +145,8 @@ VIOLATING: dict[str, Callable[[], Verdict]] = {
     "restore_as_snapshot_or_before": lambda: oc.restore_as_snapshot_or_before(
         "b", "/s2", "/s1", None),
     "snapshots_whole_or_gone": lambda: oc.snapshots_whole_or_gone("b", ["s1"], {}),
+    "get_or_create_by_name": lambda: oc.get_or_create_by_name(
+        "g", {"id": "gLFipDddSrdE", "created": False}, {"name": "subject"}),
 }
 
 
@@ -153,3 +155,38 @@ def test_violating_case(name):
     v = VIOLATING[name]()
     assert v.status == VIOLATED, v
     assert v.check.split("[")[0] == name
+
+
+# -- get_or_create_by_name -----------------------------------------------------------------
+
+SUBJECT = {"id": "gLFipDddSrdE", "name": "subject"}
+
+
+def test_get_or_create_by_name_holds_for_the_named_box_found_or_created():
+    found = oc.get_or_create_by_name("subject", {"id": SUBJECT["id"], "created": False},
+                                     SUBJECT, named_before=True, label="exact")
+    assert (found.check, found.status) == ("get_or_create_by_name[exact]", HOLDS)
+    made = oc.get_or_create_by_name("fresh-1", {"id": "Zq0", "created": True},
+                                    {"id": "Zq0", "name": "fresh-1"}, named_before=False)
+    assert made.status == HOLDS and "created it" in made.summary
+
+
+def test_get_or_create_by_name_violated_by_the_box_an_id_prefix_names():
+    """The colleague's sighting on 0.10.8: name "g" answered box gLFipDddSrdE, "subject"."""
+    v = oc.get_or_create_by_name("g", {"id": SUBJECT["id"], "created": False}, SUBJECT,
+                                 label="id_prefix_1")
+    assert (v.check, v.status) == ("get_or_create_by_name[id_prefix_1]", VIOLATED)
+    assert v.evidence == {"asked_name": "g", "returned_id": "gLFipDddSrdE",
+                          "returned_name": "subject", "created": False, "named_before": None}
+    assert "'subject'" in v.summary and "created=False" in v.summary
+
+
+def test_get_or_create_by_name_violated_by_a_second_box_of_an_existing_name():
+    v = oc.get_or_create_by_name("subject", {"id": "other", "created": True},
+                                 {"name": "subject"}, named_before=True)
+    assert v.status == VIOLATED and "created another" in v.summary
+
+
+def test_get_or_create_by_name_unknown_without_a_reply_or_info():
+    assert oc.get_or_create_by_name("g", None, None).status == UNKNOWN
+    assert oc.get_or_create_by_name("g", {"id": "x", "created": False}, None).status == UNKNOWN

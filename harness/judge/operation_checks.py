@@ -148,3 +148,38 @@ def snapshots_whole_or_gone(box_id: str, listed: Sequence[str] | None,
     if halves:
         return Verdict(cid, VIOLATED, ev, "half a snapshot: " + "; ".join(halves))
     return Verdict(cid, HOLDS, ev, f"{len(listed)} snapshot(s), each whole")
+
+
+@check("get_or_create_by_name")
+def get_or_create_by_name(asked_name: str, reply: Mapping[str, Any] | None,
+                          info: Mapping[str, Any] | None, named_before: bool | None = None,
+                          label: str | None = None) -> Verdict:
+    """`get_or_create(options, name=asked_name)` answers a box named `asked_name`: the one
+    that had that name (created false) or a new one given it (created true). A box of
+    another name is someone else's box handed out as the caller's: in 0.10.x the name goes
+    through BoxManager::lookup_box (boxlite/src/litebox/manager.rs), which matches an exact
+    id, then an exact name, then a unique id prefix (RuntimeImpl::create_inner,
+    boxlite/src/runtime/rt_impl.rs). `reply` is the op's answer ({"id", "created"}; None: it
+    raised), `info` the returned box's get_info (None: unreadable); `named_before`, when
+    known, whether a box named `asked_name` existed before the call (then created must be
+    false). `label` names the case in the check id (stable; asked names derived from box
+    ids are not). A crash inside becomes `unknown` (@check)."""
+    cid = f"get_or_create_by_name[{label or asked_name}]"
+    ev: dict[str, Any] = {"asked_name": asked_name, "returned_id": None, "returned_name": None,
+                          "created": None, "named_before": named_before}
+    if reply is None:
+        return Verdict(cid, UNKNOWN, ev, f"get_or_create(name={asked_name!r}) answered no box")
+    ev.update(returned_id=reply.get("id"), created=reply.get("created"))
+    if info is None:
+        return Verdict(cid, UNKNOWN, ev, f"the info of the returned box {reply.get('id')} "
+                       "could not be read")
+    ev["returned_name"] = name = info.get("name")
+    if name != asked_name:
+        made = "created" if reply.get("created") else "returned the existing"
+        return Verdict(cid, VIOLATED, ev, f"get_or_create(name={asked_name!r}) {made} box "
+                       f"{reply.get('id')} named {name!r} (created={reply.get('created')})")
+    if named_before and reply.get("created"):
+        return Verdict(cid, VIOLATED, ev, f"a box named {asked_name!r} existed, yet "
+                       f"get_or_create created another ({reply.get('id')})")
+    how = "created it" if reply.get("created") else "returned the existing one"
+    return Verdict(cid, HOLDS, ev, f"a box named {asked_name!r}: {how} ({reply.get('id')})")
