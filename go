@@ -9,8 +9,9 @@ cd "$(dirname "$0")"
 # openssh-server: the fleet's self-test starts sshd hosts on loopback (never the service).
 # nodejs, npm: the Node SDK's runtime host (`--runtime npm:@boxlite-ai/boxlite@X.Y.Z`).
 # fuse3, python3-pyfuse3: the storage faults' FUSE layer (harness/faults/fuse_layer.py, system Python).
+# strace: the points sweep's io_error kind (harness/faults/syscall.py: EIO injected at a point).
 # qemu-utils: qemu-img check of the boxes' qcow2 disks after storage faults (disk_images_whole).
-APT_PACKAGES=(busybox-static docker.io docker-registry skopeo openssh-server nodejs npm fuse3 python3-pyfuse3 qemu-utils)
+APT_PACKAGES=(busybox-static docker.io docker-registry skopeo openssh-server nodejs npm fuse3 python3-pyfuse3 qemu-utils strace)
 
 need_root() { if [ "$(id -u)" != 0 ]; then echo "sudo"; fi; }
 

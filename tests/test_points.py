@@ -57,6 +57,13 @@ def test_paths_name_boxes_and_temporaries():
     assert normalise_path("tmp/.tmpLtJyxZ") == "tmp/<tmp>"
     assert normalise_path("images/disk-images/sha256-" + "a" * 64 + "-r536870912.ext4") == \
         "images/disk-images/<digest>-r<size>.ext4"
+    # A box the run did not create (a clone's, an import's) and a shared base disk: their
+    # random names would make every run's list differ (seen in the first clone discovery).
+    assert normalise_path("boxes/7VpZTMvkQnzo/disks/disk.qcow2", ["ntgUcR0yhNLP"]) == \
+        "boxes/<new>/disks/disk.qcow2"
+    assert normalise_path("boxes/7VpZTMvkQnzo") == "boxes/<new>"
+    assert normalise_path("bases/ezqkGl0j.qcow2") == "bases/<base>.qcow2"
+    assert normalise_path("boxes/ntgUcR0yhNLP/disks", ["ntgUcR0yhNLP"]) == "boxes/<box>/disks"
 
 
 def _log(home: Path, msg: str) -> None:

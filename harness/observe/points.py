@@ -96,12 +96,16 @@ _FILE_SUBS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<=bases/)[\w-]+(?=\.ext4)"), "<layer>"),
     (re.compile(r"\b[0-9a-f]{12,}\b"), "<hex>"),
     (re.compile(r"(?<=local/)[^/]+"), "<image>"),
+    # A box folder of a box the run did not know (the one a clone or an import makes).
+    (re.compile(r"(?<=boxes/)[A-Za-z0-9]{12}(?=/|$)"), "<new>"),
+    # A shared base disk (a clone's or a snapshot's: bases/<random>.qcow2).
+    (re.compile(r"(?<=bases/)[\w-]+(?=\.qcow2)"), "<base>"),
 )
 
 
 def normalise_path(rel: str, box_ids: Iterable[str] = ()) -> str:
-    """A path relative to the home, with box ids as <box> and temporary or hashed names
-    replaced by what they are."""
+    """A path relative to the home, with the run's box ids as <box>, another box's folder as
+    <new> (a clone's, an import's) and temporary or hashed names replaced by what they are."""
     for b in box_ids:
         rel = rel.replace(b, "<box>")
     for pattern, repl in _FILE_SUBS:

@@ -31,6 +31,7 @@ from harness.observe.points import Point, PointTrigger, Recorder
 from harness.observe.records import read_host, read_store, store_integrity, store_rows
 from harness.runtime.host import RUNNER, RuntimeHost, RuntimeOpError
 from harness.scenario.context import Chaos, ScenarioFailed
+from harness.scenario.points_api import API_OPERATIONS, send_op
 from harness.scenario.steps import START_BOUND_S, create_box
 
 VARIANTS = ("plain", "detached")
@@ -111,14 +112,6 @@ def _host_died_in_connect_wait(run: Run) -> None:
     run.host.wait_exit(30.0)
 
 
-def _send(op: str, **kw: Any) -> Callable[[Run], Future]:
-    def act(run: Run) -> Future:
-        assert run.host is not None
-        args = {k: (v(run) if callable(v) else v) for k, v in kw.items()}
-        return run.host.send(op, **args)
-    return act
-
-
 def _act_create(run: Run) -> Future:
     assert run.host is not None
     fut = run.host.send("create", options=run.chaos.box_options(detach=run.detach),
@@ -195,16 +188,18 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("create", lambda run: run.new_host() and None, _act_create,
               "create() of a box"),
-    Operation("start", _created, _send("start", box_id=lambda r: r.box),
+    Operation("start", _created, send_op("start", box_id=lambda r: r.box),
               "start() of a created box, until it ends (here: failed)"),
-    Operation("stop", _in_connect_wait, _send("stop", box_id=lambda r: r.box),
+    Operation("stop", _in_connect_wait, send_op("stop", box_id=lambda r: r.box),
               "stop() of a box whose start waits for its guest"),
-    Operation("remove", _in_connect_wait, _send("remove", box_id=lambda r: r.box, force=True),
+    Operation("remove", _in_connect_wait, send_op("remove", box_id=lambda r: r.box, force=True),
               "remove(force=True) of a box whose start waits for its guest"),
-    Operation("shutdown", _in_connect_wait, _send("shutdown", grace_s=10),
+    Operation("shutdown", _in_connect_wait, send_op("shutdown", grace_s=10),
               "shutdown(10) of a runtime whose box waits for its guest"),
     Operation("recovery", _host_died_in_connect_wait, _act_recovery,
               "a new runtime on a home whose host was SIGKILLed in a box's connect wait"),
+    # The 0.10 API beyond a box's lifecycle: clone, export, import_box, snapshots, volumes.
+    *(Operation(*op) for op in API_OPERATIONS),
 )}
 
 

@@ -29,6 +29,7 @@ from harness.judge.known import (
     judge,
     wildcard,
 )
+from harness.runtime.spec import RuntimeSpec
 
 ABSENT, NOT_RUN, SKIPPED = "absent", "not run", "skipped"
 CELLS = (HOLDS, VIOLATED, UNEXPECTED, KNOWN, FIXED, UNSEEN, UNKNOWN, ABSENT, SKIPPED, NOT_RUN)
@@ -107,14 +108,15 @@ def judged_version(column: Column, nodeid: str) -> str:
 
 
 def against_table(cell: str, check: str, version: str, scenario: str,
-                  table: list[KnownFailure]) -> str:
+                  table: list[KnownFailure], sdk: str = "") -> str:
     """A cell read against `table` (today's, not the one the gate ran with): a violation is
     `known` when an entry applies, a check that held is `fixed` (strict entry) or `unseen`
     (non-strict) where one does. A violation judged unlike its entry's symptom stays
     `unexpected` while an entry applies (the summary keeps no evidence to judge it again).
-    Other cells are kept."""
+    Other cells are kept. `sdk` ("python", "node") keeps an SDK's own entries to its
+    columns; "" lets every entry apply."""
     try:
-        entry = next((k for k in table if k.applies(check, version, scenario)), None)
+        entry = next((k for k in table if k.applies(check, version, scenario, sdk)), None)
     except InvalidVersion:
         entry = None
     if cell == UNEXPECTED:
@@ -209,8 +211,8 @@ def build_grid(columns: Sequence[Column], table: list[KnownFailure]) -> dict[str
     rows = []
     for nid, check in pairs:
         cells = {c.key: (UNKNOWN if c.unknown else against_table(
-            cell_of(c.results.get(nid), check), check, judged_version(c, nid), nid, table))
-                 for c in columns}
+            cell_of(c.results.get(nid), check), check, judged_version(c, nid), nid, table,
+            RuntimeSpec.parse(c.spec).sdk)) for c in columns}
         other = {judged_version(c, nid) for c in columns if nid in c.results} - \
             {c.version for c in columns}
         rows.append({"scenario": nid, "check": check, "cells": cells,
