@@ -22,11 +22,17 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 #     wait;
 #   scenarios/detached (recovery.orphan_detached_box): SIGKILL and SIGTERM of the host after
 #     create wrote the record, at the shim's spawn and in the connect wait, detached boxes.
+#   scenarios/operations/test_operations_under_faults.py: SIGKILL and SIGTERM of the host at
+#     each phase of clone, export, import_box and snapshot create/restore/remove, on stopped
+#     (plain) and detached boxes; "" is the operation's first point ("at once after the
+#     request is sent"); export's 'manifest' (inside the staging folder) and 'archive' (the
+#     destination, outside the home) are not points of the home;
 #   no scenario fails the disk at a point of an operation (scenarios/storage fail it from a
 #   home's start, through the FUSE layer): io_error and disk_full start from nothing.
 HOST = ("host_sigkill", "host_sigterm")
 BOX = ("shim_sigkill", "freeze")
 CONNECT_WAIT = "VM subprocess started successfully"
+BOTH = ("plain", "detached")
 TODAY: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("start", "plain", "Building image disk", HOST),
     ("start", "plain", "boxes/<box>/disks/disk.qcow2", HOST),      # created by a rename
@@ -36,6 +42,15 @@ TODAY: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("create", "detached", "store:commit", HOST),
     ("start", "detached", "create boxes/<box>/shim.pid", HOST),
     ("start", "detached", CONNECT_WAIT, HOST),
+    *(("clone", v, "create boxes/<tmp>/disks/disk.qcow2", HOST) for v in BOTH),
+    *(("clone", v, "boxes/<new>/disks/disk.qcow2", HOST) for v in BOTH),
+    *(("export", v, "create tmp/<tmp>", HOST) for v in BOTH),
+    *(("import_box", v, "create tmp/<tmp>", HOST) for v in BOTH),
+    *(("import_box", v, "create boxes/<new>/disks/disk.qcow2", HOST) for v in BOTH),
+    *(("snapshot_create", v, "create boxes/<box>/snapshots/snap", HOST) for v in BOTH),
+    *(("snapshot_restore", v, "", HOST) for v in BOTH),
+    *(("snapshot_restore", v, "Creating COW child disk", HOST) for v in BOTH),
+    *(("snapshot_remove", v, "", HOST) for v in BOTH),
 )
 
 
