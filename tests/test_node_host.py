@@ -406,3 +406,22 @@ def test_an_operation_the_sdk_lacks_answers_op_unsupported(real_hosts):
                                "JsBoxlite.volumes")
     assert host.call("image_list") == []
     assert host.alive
+
+
+@pytest.mark.parametrize("chosen, seen", [(None, "unset"), ("debug", "debug")])
+def test_the_runtime_log_level_is_the_harness_choice(factory, monkeypatch, tmp_path,
+                                                     chosen, seen):
+    """A RUST_LOG in the caller's shell never reaches a host (it would change the runtime's
+    timings and the points its log shows); BOXLITE_CHAOS_RUST_LOG sets it (points discover
+    --log-level debug). Read from a child of the host, which inherits the host's env."""
+    from harness.runtime.host import RUST_LOG_ENV
+    monkeypatch.setenv("RUST_LOG", "trace")
+    if chosen:
+        monkeypatch.setenv(RUST_LOG_ENV, chosen)
+    else:
+        monkeypatch.delenv(RUST_LOG_ENV, raising=False)
+    out = tmp_path / "rust_log"
+    host = factory.start(flavour=BARE)
+    child = host.call("spawn_child", argv=["sh", "-c", f'printf %s "${{RUST_LOG-unset}}" > {out}'])
+    assert host.call("wait_child", pid=child["pid"])["exit_code"] == 0
+    assert out.read_text() == seen

@@ -25,6 +25,9 @@ from harness.common.wait import Deadline
 from harness.leftovers import sockets
 from harness.runtime.spec import RuntimeEnv
 
+# The runtime log filter (RUST_LOG) a host is given; unset: the runtime's default (info).
+RUST_LOG_ENV = "BOXLITE_CHAOS_RUST_LOG"
+
 READY_TIMEOUT_S = 60.0
 
 
@@ -127,7 +130,12 @@ class RuntimeHost:
             raise FlavourRefused(f"{self.name}: {why}")
         self.home.mkdir(parents=True, exist_ok=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BOXLITE")}
+        env = {k: v for k, v in os.environ.items()
+                   if not k.startswith("BOXLITE") and k != "RUST_LOG"}
+        # The runtime's log level is the harness's choice, not the caller's shell: debug
+        # logging changes timings and the points a log shows (points discover --log-level).
+        if os.environ.get(RUST_LOG_ENV):
+            env["RUST_LOG"] = os.environ[RUST_LOG_ENV]
         # Both flavours see the isolated home; the default runtime only through the env.
         env["BOXLITE_HOME"] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"

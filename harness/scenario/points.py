@@ -229,12 +229,21 @@ def _finish(run: Run, fut: Future, bound_s: float = OP_BOUND_S) -> dict[str, Any
     return reply
 
 
+def settle_arrangement() -> None:
+    """Let the arrangement's last log lines land before recording begins: a call answers
+    before its own closing lines are written (an export's 'export_box completed' came ~ms
+    after its reply and was recorded as the import's first point), so a list would carry
+    the arrangement's tail and a fault there would never land."""
+    hold(TAIL_S, "the arrangement's closing log lines are written before recording starts")
+
+
 def discover_once(chaos: Chaos, operation: str, variant: str) -> tuple[list[Point], dict]:
     """One fault-free run of `operation` on a `variant` box: the points it passed, in order,
     and figures (the recorder's looks and their mean cost, the reply)."""
     op = OPERATIONS[operation]
     run = Run(chaos, variant)
     op.arrange(run)
+    settle_arrangement()
     rec = Recorder(run.home, run.pids, run.box_ids).start()
     fut = op.act(run)
     reply = _finish(run, fut)
@@ -322,6 +331,7 @@ def fault_at_point(chaos: Chaos, operation: str, variant: str, point: str, kind:
     faults: list[Fault] = []
     trigger = PointTrigger(point, _fire(run, kind, faults))
     op.arrange(run)
+    settle_arrangement()
     rec = Recorder(run.home, run.pids, run.box_ids, on_point=trigger.on_point).start()
     fut = op.act(run)
     deadline = Deadline(OP_BOUND_S, f"{operation} to reach {point} or end")

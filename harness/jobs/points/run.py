@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from harness.observe.points import (
     points_path,
     save_points,
 )
+from harness.runtime.host import RUST_LOG_ENV
 from harness.runtime.spec import DEFAULT_SPEC
 from harness.scenario.points import (
     FAULT_KINDS,
@@ -170,6 +172,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="fault-free runs per operation; a point not in every run in the "
                    "same order is marked unstable")
     d.add_argument("--out", help=f"where the lists go (default {FIXTURES})")
+    d.add_argument("--log-level", choices=("info", "debug"), default="info",
+                   help="the runtime's log level (RUST_LOG); debug lists go to <out>/debug/")
     d.set_defaults(fn=cmd_discover)
     f = sub.add_parser("diff", help="new, vanished and moved points between two releases")
     f.add_argument("old", help="a version (e.g. 0.10.0) or a folder of lists")
@@ -272,6 +276,11 @@ def cmd_discover(args: argparse.Namespace) -> int:
     ops = args.operation or list(OPERATIONS)
     variants = args.variant or list(VARIANTS)
     root = Path(args.out) if args.out else FIXTURES
+    if args.log_level == "debug":
+        # The hosts log at debug (init tasks by name, locks, binaries found); such lists are
+        # kept apart from the info-level ones every sweep is judged against.
+        os.environ[RUST_LOG_ENV] = "debug"
+        root = root / "debug"
     t0 = time.monotonic()
     with setup(args.runtime, REPORTS / datetime.now(UTC).strftime(
             "points-discover-%Y%m%dT%H%M%SZ")) as s:
