@@ -107,6 +107,30 @@ def test_record_failed_violated_on_an_empty_reason(reason):
     assert "empty reason" in v.summary
 
 
+# 0.9.7's words for a guest that died during boot (the VM process exited 1), as the store
+# holds them (Node and Python 0.9.7, 2026-12-06).
+OWN_EXIT_BOOT = ("engine reported an error: Box cj10kEIT4fKB failed to start\n\nExit code: 1\n\n"
+                 "Console output: empty (no kernel or guest messages captured)\n\nShim stderr:\n"
+                 "[shim] T+0ms: main() entered")
+
+
+def test_record_failed_takes_a_boot_failure_worded_as_the_vms_own_exit():
+    v = checks.record_failed(store(reason=OWN_EXIT_BOOT), "boot_failure")
+    assert v.status == HOLDS, v.summary
+    assert v.evidence["reason_names"] == "shim_exit"
+
+
+@pytest.mark.parametrize("reason", [
+    OWN_EXIT_BOOT.replace("Exit code: 1", "Exit code: 137"),          # a signal's exit
+    OWN_EXIT_BOOT.replace("Exit code: 1", "Exit code: 1 (killed)"),
+    "shim exited with code 1",                                      # no failed start said
+    "box process was killed by signal 9",
+])
+def test_record_failed_refuses_other_exits_for_a_boot_failure(reason):
+    v = checks.record_failed(store(reason=reason), "boot_failure")
+    assert v.status == VIOLATED, v.summary
+
+
 def test_record_failed_violated_when_the_reason_names_the_wrong_cause():
     # A boot failure where a timeout was expected.
     v = checks.record_failed(store(reason=BOOT_REASON), "timeout")

@@ -20,6 +20,7 @@ from harness.judge.verdict import (  # noqa: F401 - re-exported: checks.HOLDS an
     Verdict,
     check,
     classify_reason,
+    names_cause,
 )
 from harness.observe.logs import EVIDENCE_FIELDS, SHUTDOWN_LOGGED
 from harness.observe.records import FINAL, RecordRead
@@ -44,7 +45,7 @@ def record_failed(read: RecordRead, cause: str, *, check_id: str | None = None) 
             return Verdict(cid, UNKNOWN, ev, f"unknown expected cause {cause!r}")
         named = classify_reason(read.reason)
         ev["reason_names"] = named
-        if named != cause:
+        if not names_cause(read.reason, cause):
             return Verdict(cid, VIOLATED, ev,
                            f"{read.path}: reason names {named!r}, expected {cause!r}: "
                            f"{read.reason!r}")

@@ -54,6 +54,29 @@ CAUSES: dict[str, re.Pattern] = {
 }
 
 
+# A process's own exit in a reason ('Exit code: 1'), not a signal's (128 + N, or said so).
+_OWN_EXIT = re.compile(r"exit code:?\s*(\d{1,3})\b", re.I)
+_SIGNALLED = re.compile(r"signal|killed|SIGKILL", re.I)
+
+
+def names_cause(reason: str | None, cause: str) -> bool:
+    """Whether `reason` explains `cause`: it names that cause first (classify_reason), or,
+    for a boot failure, it says the box failed to start and gives the VM process's own exit
+    beside it. 0.9.5-0.9.7 word a guest that dies during boot so ('Box <id> failed to start /
+    Exit code: 1 / Console output ... / Shim stderr ...': the VM process exits 1 when the guest
+    kernel dies, measured 2026-12-06 through Python and Node 0.9.7), where 0.10 say 'The VM
+    failed to start.'. A reason that says the process was killed, or a signal's exit code
+    (128 + N), does not explain a boot failure."""
+    named = classify_reason(reason)
+    if named == cause:
+        return True
+    if cause != "boot_failure" or named != "shim_exit" or not reason:
+        return False
+    code = _OWN_EXIT.search(reason)
+    return (CAUSES["boot_failure"].search(reason) is not None and code is not None
+            and int(code.group(1)) < 128 and _SIGNALLED.search(reason) is None)
+
+
 def classify_reason(reason: str | None) -> str | None:
     """Which cause a reason names; timeout first, since a timeout also 'failed to start'."""
     if not reason:
