@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.version import Version
+
 from harness.common.errors import ArrangementError
 from harness.faults.base import Fault
 from harness.leftovers.loops import detach_under, loops_backed_under
@@ -58,6 +60,38 @@ LEVELS: dict[str, tuple[str, int]] = {      # phase: (step the fill precedes, fr
     "shim_copy": ("start", 64 * 1024),
     "shim_spawn": ("start", 96 * 1024),
 }
+
+# What a home holds once a box start reached its shim spawn, in KiB (allocated: statvfs of a
+# 1 GiB tmpfs home, sampled every 5 ms, peak = the figure at the spawn), for the home's first
+# box and then a second one. 2026-12-07, this machine, one run per release (a throwaway
+# scenario driving create + start to the shim spawn, twice). The difference is the guest
+# rootfs base every box of a home shares (bases/<id>.ext4, 256 MiB long, staged in HOME/tmp as
+# guest-rootfs.ext4 and copied from images/disk-images/, itself 2 MiB allocated): 0.9.x copies
+# it densely (256 MiB allocated), 0.10.x keeps it sparse (21-22 MiB allocated). So no box of a
+# 0.9.x home can start on SIZE_MIB at all, space back or not: their "Failed to copy image disk
+# ... to staged path .../guest-rootfs.ext4: No space left on device" after a heal was our
+# arrangement, not the runtime.
+HOME_OPENED_KIB = 224      # an opened home with no box (its store and log), every release
+#   release  first box  next box  (KiB, over HOME_OPENED_KIB)
+HOME_NEEDS_KIB: dict[str, tuple[int, int]] = {
+    "0.9.0": (269_880, 612),
+    "0.9.4": (267_928, 612),
+    "0.9.7": (317_228, 47_964),
+    "0.10.0": (76_820, 50_308),
+    "0.10.8": (75_972, 48_920),
+}
+DENSE_BASE_MIB = 256        # 0.9.x's fully allocated copy of the guest rootfs base
+
+
+def size_mib_for(version: str) -> int:
+    """The small disk for a home under boxlite `version`: SIZE_MIB (what LEVELS were measured
+    on, 0.10.8), plus the dense guest rootfs base on the releases that write one (before
+    0.10.0; HOME_NEEDS_KIB). The levels are free space left, so they fill the larger disk to
+    the same point. With all space back it holds an opened home's first box and a second with
+    over 32 MiB to spare on every measured release (0.10.0 35.6 MiB, 0.10.8 37.8, 0.9.7 59.1);
+    releases not measured are assumed to be like their neighbours."""
+    dense = Version(version) < Version("0.10.0")
+    return SIZE_MIB + (DENSE_BASE_MIB if dense else 0)
 
 
 def free_bytes(path: Path) -> int:

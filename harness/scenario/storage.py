@@ -15,7 +15,7 @@ from harness.common.errors import HostError
 from harness.common.wait import wait_for
 from harness.faults.fuse import FuseLayer, IoFault, io_fault
 from harness.faults.shim import box_tree
-from harness.faults.storage import FillDisk, SmallDisk, fill_disk
+from harness.faults.storage import FillDisk, SmallDisk, fill_disk, size_mib_for
 from harness.judge import checks
 from harness.judge import storage_checks as sc
 from harness.observe.boxes import check_disk_images
@@ -45,8 +45,12 @@ class StorageWorld:
     disks: list[SmallDisk] = field(default_factory=list)
     layers: list[FuseLayer] = field(default_factory=list)
 
-    def home(self, size_mib: int, kind: str = "tmpfs") -> SmallDisk:
-        disk = SmallDisk(self.chaos.factory.new_home(), size_mib, kind)
+    def home(self, kind: str = "tmpfs") -> SmallDisk:
+        """A new home on a small disk of the size the runtime under test needs
+        (harness.faults.storage.size_mib_for: 0.9.x's dense guest rootfs base takes 256 MiB
+        more than 0.10.x's)."""
+        size = size_mib_for(self.chaos.env.version)
+        disk = SmallDisk(self.chaos.factory.new_home(), size, kind)
         self.disks.append(disk)
         disk.mount()
         self.chaos.history.append("meta", event="small_disk", **disk.describe())

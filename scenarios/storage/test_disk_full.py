@@ -13,7 +13,7 @@ import pytest
 from harness.common.errors import ArrangementError, HostError
 from harness.common.wait import wait_for
 from harness.faults.shim import box_tree
-from harness.faults.storage import KIB, LEVELS, SIZE_MIB, free_bytes, refuses_writes
+from harness.faults.storage import KIB, LEVELS, free_bytes, refuses_writes
 from harness.judge import checks
 from harness.judge import storage_checks as sc
 from harness.scenario import storage as st
@@ -34,7 +34,7 @@ def witness_store_full(chaos, disk, phase: str, error: dict | None) -> None:
 
 @pytest.mark.parametrize("leave_kib", [0, 16], ids=["full", "16k"])
 def test_full_disk_at_runtime_open(chaos, storage, leave_kib):
-    disk = storage.home(SIZE_MIB)
+    disk = storage.home()
     storage.fill(disk, leave_kib, "open")
     try:
         host = chaos.host(home=disk.home)
@@ -53,7 +53,7 @@ def test_full_disk_at_runtime_open(chaos, storage, leave_kib):
 
 
 def test_full_disk_at_create(chaos, storage):
-    disk = storage.home(SIZE_MIB)
+    disk = storage.home()
     host = chaos.host(home=disk.home)
     listed, stored = st.listed_ids(host), st.store_ids(disk)
     # Full: with 256 KiB left a create was refused once and accepted once (the runtime's log
@@ -87,7 +87,7 @@ def fail_a_start(chaos, storage, disk, host, phase: str, leave_kib: int):
 
 @pytest.mark.parametrize("phase", sorted(START_PHASES))
 def test_full_disk_during_start(chaos, storage, phase):
-    disk = storage.home(SIZE_MIB)
+    disk = storage.home()
     host = chaos.host(home=disk.home)
     box, start = fail_a_start(chaos, storage, disk, host, phase, START_PHASES[phase])
     st.judge_failed_start(chaos, host, disk, box, start.error)
@@ -100,7 +100,7 @@ def test_full_disk_under_stop_and_remove(chaos, storage, op):
     its force-remove: the call answers (an error must name the storage cause), and what is
     left agrees with itself — the record kept `failed` with its reason, or gone with its
     folder."""
-    disk = storage.home(SIZE_MIB)
+    disk = storage.home()
     host = chaos.host(home=disk.home)
     box, start = fail_a_start(chaos, storage, disk, host, "disk_build", START_PHASES["disk_build"])
     chaos.faults.heal_all()
@@ -121,7 +121,7 @@ def test_full_disk_under_stop_and_remove(chaos, storage, op):
 def test_full_disk_when_the_failed_state_is_written(chaos, storage):
     """The disk fills once the shim runs (the start's own writes are done); ~10-20 s later
     the VM fails on its own here, and the runtime must write the failed state then."""
-    disk = storage.home(SIZE_MIB)
+    disk = storage.home()
     host = chaos.host(home=disk.home)
     box = create_box(chaos, host, name="failed-write", memory_mib=st.BOX_MEMORY_MIB)
     fut = host.send("start", box_id=box)
@@ -150,7 +150,7 @@ def test_full_ext4_disk_during_start(chaos, storage, phase):
     """Two of the gate's start phases on an ext4 image on a loop device (the same free space
     left). Not the shim copy: with 64 MiB left on ext4 the disk build already fails (ext4's
     own overhead; 2026-12-07), and its level there is not measured yet."""
-    disk = storage.home(SIZE_MIB, "ext4")
+    disk = storage.home("ext4")
     host = chaos.host(home=disk.home)
     box, start = fail_a_start(chaos, storage, disk, host, phase, START_PHASES[phase])
     st.judge_failed_start(chaos, host, disk, box, start.error)
