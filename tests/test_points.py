@@ -51,6 +51,20 @@ def test_log_lines_parse_and_continuations_do_not():
     assert parse_log_line("  • shim_alive = false") is None
 
 
+def test_an_init_tasks_name_stays_in_its_point():
+    # Debug level (RUST_LOG=debug, 0.10.8): the task's name is a field; the point keeps it.
+    assert normalise_message("Executing task box_id=BG3eZjymycAf task=filesystem_setup") == \
+        "Executing task filesystem_setup"
+    assert normalise_message("Executing task task=vmm_spawn box_id=BG3eZjymycAf") == \
+        "Executing task vmm_spawn"
+    assert normalise_message("Built sandbox path access list box_id=BG3eZjymycAf n=4") == \
+        "Built sandbox path access list"
+    # An info-level line keeps its committed key (the task's name stays a stripped field).
+    assert normalise_message("Task failed: engine reported an error: The VM failed to start. "
+                             "box_id=nKKpeqpwlks6 task=guest_connect") == \
+        "Task failed: engine reported an error: The VM failed to start."
+
+
 def test_paths_name_boxes_and_temporaries():
     assert normalise_path("boxes/ntgUcR0yhNLP/disks/disk.qcow2", ["ntgUcR0yhNLP"]) == \
         "boxes/<box>/disks/disk.qcow2"

@@ -43,6 +43,10 @@ _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+Z)\s+(\w+)\s+([\w:]+):\s?(.*)$
 
 # -- normalisation -------------------------------------------------------------------------
 _SUBS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # An init task's name is the point (debug level: 'Executing task box_id=<id>
+    # task=guest_connect'): it moves before the fields, which go.
+    # Only there: the info-level lists' keys ('Task failed: ... task=guest_connect') stay.
+    (re.compile(r"^(Executing task)((?:\s\w+=\S+)*?)\stask=(\w+)"), r"\1 \3\2"),
     (re.compile(r"\s\w+=.*$"), ""),                          # key=value fields, to the end
     (re.compile(r"(?:/[\w.@+-]+)+/?"), "<path>"),            # absolute paths
     (re.compile(r"\bsha256[:-][0-9a-f]{12,}\b"), "<digest>"),
@@ -59,8 +63,9 @@ _SUBS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 def normalise_message(message: str) -> str:
-    """A log message without what changes from run to run: key=value fields, paths,
-    digests, hex ids, box ids, numbers and Debug-printed structs."""
+    """A log message without what changes from run to run: key=value fields (an init task's
+    `task=` name excepted), paths, digests, hex ids, box ids, numbers and Debug-printed
+    structs."""
     out = message.strip()
     for pattern, repl in _SUBS:
         out = pattern.sub(repl, out)
