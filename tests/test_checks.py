@@ -111,7 +111,8 @@ def test_record_failed_violated_on_an_empty_reason(reason):
 # holds them (Node and Python 0.9.7, 2026-12-06).
 OWN_EXIT_BOOT = ("engine reported an error: Box cj10kEIT4fKB failed to start\n\nExit code: 1\n\n"
                  "Console output: empty (no kernel or guest messages captured)\n\nShim stderr:\n"
-                 "[shim] T+0ms: main() entered")
+                 "[shim] T+0ms: main() entered\n[2026-12-07T00:55:40Z ERROR krun_vmm::linux::"
+                 "vstate] Received KVM_EXIT_INTERNAL_ERROR signal")
 
 
 def test_record_failed_takes_a_boot_failure_worded_as_the_vms_own_exit():

@@ -72,9 +72,12 @@ def names_cause(reason: str | None, cause: str) -> bool:
         return True
     if cause != "boot_failure" or named != "shim_exit" or not reason:
         return False
-    code = _OWN_EXIT.search(reason)
-    return (CAUSES["boot_failure"].search(reason) is not None and code is not None
-            and int(code.group(1)) < 128 and _SIGNALLED.search(reason) is None)
+    # The runtime's own words, not the console and shim stderr it appends (whose last line
+    # here is libkrun's 'Received KVM_EXIT_INTERNAL_ERROR signal').
+    head = re.split(r"\n\s*(?:Console output|Shim stderr)", reason, maxsplit=1)[0]
+    code = _OWN_EXIT.search(head)
+    return (CAUSES["boot_failure"].search(head) is not None and code is not None
+            and int(code.group(1)) < 128 and _SIGNALLED.search(head) is None)
 
 
 def classify_reason(reason: str | None) -> str | None:
