@@ -42,6 +42,7 @@ import psutil
 from harness.common.errors import ArrangementError
 from harness.common.procs import Proc, kill_all
 from harness.common.procs import alive as procs_alive
+from harness.common.wait import poll_until
 from harness.faults.base import Fault
 
 # Read off /proc/self/mountinfo: a dead FUSE mount is still listed there, where
@@ -131,19 +132,24 @@ class FuseLayer:
             self.create_time = psutil.Process(self.pid).create_time()
         except psutil.Error:
             pass
-        deadline = time.monotonic() + MOUNT_TIMEOUT_S
-        while time.monotonic() < deadline:
+
+        def answering_or_exited() -> bool:
+            if self.proc.poll() is not None:
+                return True
+            if is_mountpoint(self.home) and self.control.exists():
+                try:
+                    self.command({"cmd": "ping"})
+                    return True
+                except ArrangementError:
+                    pass
+            return False
+        if poll_until(answering_or_exited, MOUNT_TIMEOUT_S,
+                      f"the FUSE layer to mount {self.home} and answer", interval_s=0.05):
             if self.proc.poll() is not None:
                 self.unmount()
                 raise ArrangementError(f"the FUSE layer exited {self.proc.returncode} before "
                                        f"mounting: {self.log_tail()}")
-            if is_mountpoint(self.home) and self.control.exists():
-                try:
-                    self.command({"cmd": "ping"})
-                    return self
-                except ArrangementError:
-                    pass
-            time.sleep(0.05)
+            return self
         self.unmount()
         raise ArrangementError(f"the FUSE layer at {self.home} was not mounted and answering "
                                f"within {MOUNT_TIMEOUT_S:.0f}s: {self.log_tail()}")
@@ -230,11 +236,9 @@ class FuseLayer:
                 done.append({"point": str(self.home), "how": how, "error": err})
                 if err is None and not is_mountpoint(self.home):
                     break
-        deadline = time.monotonic() + EXIT_TIMEOUT_S
-        while self.alive() and time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
+        poll_until(lambda: not self.alive() or (self.proc is not None
+                                                and self.proc.poll() is not None),
+                   EXIT_TIMEOUT_S, f"the FUSE layer (pid {self.pid}) to exit", interval_s=0.05)
         if self.alive():
             os.kill(self.pid, signal.SIGKILL)                   # type: ignore[arg-type]
             done.append({"killed": self.pid})

@@ -26,7 +26,7 @@ import psutil
 
 from harness.common.errors import ArrangementError
 from harness.common.procs import Proc
-from harness.common.wait import Deadline
+from harness.common.wait import poll_until
 from harness.faults.base import Fault
 
 # The calls that put bytes on the disk or make them durable; reads, opens and renames go on.
@@ -169,14 +169,14 @@ class SyscallError(Fault):
                                "strace")
         except psutil.Error:
             self.strace = None          # gone at once: seen below
-        deadline = Deadline(ATTACH_TIMEOUT_S, f"strace to attach to every thread of {self.pid}")
-        while not traced_by(self.pid, self.proc.pid):
-            if self.proc.poll() is not None or deadline.expired():
-                err = self._stop()
-                raise ProcessLookupError(
-                    f"strace did not attach to pid {self.pid} within {ATTACH_TIMEOUT_S:.0f}s "
-                    f"(exit {self.proc.returncode}): {err[-300:]}")
-            time.sleep(0.001)
+        proc = self.proc
+        if not poll_until(lambda: traced_by(self.pid, proc.pid) or proc.poll() is not None,
+                          ATTACH_TIMEOUT_S, f"strace to attach to every thread of {self.pid}",
+                          interval_s=0.001) or not traced_by(self.pid, proc.pid):
+            err = self._stop()
+            raise ProcessLookupError(
+                f"strace did not attach to pid {self.pid} within {ATTACH_TIMEOUT_S:.0f}s "
+                f"(exit {proc.returncode}): {err[-300:]}")
         self.attach_s = time.monotonic() - t0
         self.target.update(attach_ms=round(1000 * self.attach_s, 3), strace=self.proc.pid,
                            files=len(self.paths))

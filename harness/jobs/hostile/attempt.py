@@ -78,20 +78,28 @@ def watch_start(host: RuntimeHost, box: str, fut: Any, bound_s: float
     Returns the box's process tree as last seen and the furthest stage seen: start_failed
     (no shim seen), shim_spawned, vm_entered (the shim became 'libkrun VM') or
     vcpus_running."""
-    deadline = time.monotonic() + bound_s
-    tree, stage = None, "start_failed"
-    while time.monotonic() < deadline and not fut.done() and host.alive:
-        # Every 5 ms: the tree through /proc's children files, not a scan of every process
-        # (that cost a sixth of a core while a start was watched).
+    seen: dict[str, Any] = {"tree": None, "stage": "start_failed"}
+
+    def look() -> bool:
+        """One look (every 5 ms: the tree through /proc's children files, not a scan of
+        every process, which cost a sixth of a core while a start was watched); True once
+        the watch is over."""
+        if fut.done() or not host.alive:
+            return True
         now = box_tree(host.home, box, children=proc_children)
         if now:
-            tree, stage = now, max(stage, "shim_spawned", key=STAGES.index)
+            seen["tree"] = now
+            seen["stage"] = max(seen["stage"], "shim_spawned", key=STAGES.index)
             for p in now:
                 if p.name.startswith("libkrun"):
-                    stage = max(stage, "vm_entered", key=STAGES.index)
+                    seen["stage"] = max(seen["stage"], "vm_entered", key=STAGES.index)
                     if vcpus_running(p.pid):
-                        return tree, "vcpus_running"
-        time.sleep(0.005)
+                        seen["stage"] = "vcpus_running"
+                        return True
+        return False
+    poll_until(look, bound_s, f"box {box}'s start to answer or its VM to run its vCPUs",
+               interval_s=0.005)
+    tree, stage = seen["tree"], seen["stage"]
     return tree, stage
 
 
