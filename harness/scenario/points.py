@@ -198,7 +198,7 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
               "shutdown(10) of a runtime whose box waits for its guest"),
     Operation("recovery", _host_died_in_connect_wait, _act_recovery,
               "a new runtime on a home whose host was SIGKILLed in a box's connect wait"),
-    # The 0.10 API beyond a box's lifecycle: clone, export, import_box, snapshots, volumes.
+    # The 0.10 API beyond a box's lifecycle: clone, export, import_box, snapshots.
     *(Operation(*op) for op in API_OPERATIONS),
 )}
 
