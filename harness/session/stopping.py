@@ -44,6 +44,9 @@ INTERRUPTED_CHECK = "scenario_finished"
 FOOTPRINT = "footprint.json"
 # What a stopping run keeps of its bound after the report, to end pytest and exit.
 REPORT_MARGIN_S = 2.0
+# How long a worker whose channel closed may take to become a zombie (seconds): the kernel's
+# exit path, a few milliseconds; bounded generously for a loaded machine.
+WORKER_EXIT_S = 5.0
 
 
 class _RunState:
@@ -238,7 +241,14 @@ def _worker_exit(gw: str) -> str:
         return (f"SIGKILLed by the controller: it was still running "
                 f"{interrupt.WORKER_STOP_S:.0f} s after {interrupt.STOP.describe()}")
     popen = _run.popens.get(gw)
-    rc = popen.poll() if popen is not None else None
+    rc = None
+    if popen is not None:
+        # The worker's channel closes when the kernel closes its files, a moment before the
+        # process becomes a zombie: a poll at once can still find it alive (seen in CI, a
+        # SIGKILLed worker reported as "it died"). Its exit is imminent; wait for it, bounded.
+        poll_until(lambda: popen.poll() is not None, WORKER_EXIT_S,
+                   f"worker {gw}'s exit status after its channel closed", interval_s=0.02)
+        rc = popen.poll()
     if rc is not None and rc < 0:
         return f"it was killed by {signal.Signals(-rc).name}"
     return f"it exited with status {rc}" if rc is not None else "it died"
