@@ -120,6 +120,7 @@ class RuntimeHost:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
     _signal_t: float | None = None
+    _stdout_closed: bool = False        # the reader saw EOF: no reply can come any more
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> RuntimeHost:
@@ -191,9 +192,13 @@ class RuntimeHost:
             fut = self._pending.pop(msg.get("id"), None)
             if fut is not None:
                 fut.set_result(msg)
-        # EOF: the host is gone; fail whatever is still waiting.
-        for rid, fut in list(self._pending.items()):
-            self._pending.pop(rid, None)
+        # EOF: the host is gone; fail whatever is still waiting. Under the send lock, so an
+        # operation sent between the EOF and the process's exit (it is still `alive` for that
+        # moment) is refused at once rather than waiting out its timeout for a reply.
+        with self._lock:
+            self._stdout_closed = True
+            pending, self._pending = self._pending, {}
+        for fut in pending.values():
             fut.set_exception(HostError(f"{self.name} exited while an operation was pending"))
 
     # -- operations -----------------------------------------------------------------------
@@ -202,6 +207,8 @@ class RuntimeHost:
         if not self.alive:
             raise HostError(f"{self.name} is not running; cannot send {op}")
         with self._lock:
+            if self._stdout_closed:
+                raise HostError(f"{self.name} closed its stdout (it is exiting); cannot send {op}")
             self._next_id += 1
             rid = self._next_id
             fut: Future = Future()

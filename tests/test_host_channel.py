@@ -1,0 +1,48 @@
+"""The runtime host's channel (harness/runtime/host.py) against a fake host program: no boxlite
+here, only the JSON-lines protocol the real hosts speak."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness.common.wait import poll_until
+from harness.runtime.host import BARE, HostError, RuntimeHost
+
+# Says ready, answers one ping, then closes its stdout and lingers 5 s before exiting: the
+# moment between a host's EOF and its exit, stretched so a test can send into it.
+CLOSES_THEN_LINGERS = r"""
+import json, os, sys, time
+print(json.dumps({"event": "ready", "pid": os.getpid()}), flush=True)
+req = json.loads(sys.stdin.readline())
+print(json.dumps({"id": req["id"], "ok": True, "result": "pong"}), flush=True)
+os.close(1)
+sys.stdout = None
+time.sleep(5)
+"""
+
+
+def fake_host(tmp_path: Path, program: str) -> RuntimeHost:
+    script = tmp_path / "host.py"
+    script.write_text(program)
+    env = SimpleNamespace(sdk="python", host_env=dict,
+                          host_argv=lambda: [sys.executable, str(script)])
+    return RuntimeHost(env, tmp_path / "home", BARE, tmp_path / "work")   # type: ignore[arg-type]
+
+
+def test_an_op_sent_after_the_hosts_eof_fails_at_once_not_at_its_timeout(tmp_path):
+    host = fake_host(tmp_path, CLOSES_THEN_LINGERS).start()
+    try:
+        assert host.call("ping", timeout_s=10) == "pong"
+        assert poll_until(lambda: host._stdout_closed, 5, "the fake host's EOF", 0.01)
+        assert host and host.alive      # EOF seen, the process not yet gone
+        t0 = time.monotonic()
+        with pytest.raises(HostError, match="closed its stdout"):
+            host.call("remove", timeout_s=30, box_id="b")
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        host.kill()
+        host.wait_exit(10)
