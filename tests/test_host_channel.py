@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
 from harness.common.wait import poll_until
-from harness.runtime.host import BARE, HostError, RuntimeHost
+from harness.runtime.host import BARE, EXIT_DRAIN_S, REPLY_SLICE_S, HostError, RuntimeHost
 
 # Says ready, answers one ping, then closes its stdout and lingers 5 s before exiting: the
 # moment between a host's EOF and its exit, stretched so a test can send into it.
@@ -46,3 +47,34 @@ def test_an_op_sent_after_the_hosts_eof_fails_at_once_not_at_its_timeout(tmp_pat
     finally:
         host.kill()
         host.wait_exit(10)
+
+
+# Leaves a child holding its stdout (as a shim spawned with inherited stdio would), then exits
+# with a request unanswered: no EOF comes while the child lives.
+EXITS_UNDER_A_CHILD = r"""
+import json, os, subprocess, sys
+print(json.dumps({"event": "ready", "pid": os.getpid()}), flush=True)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+print(json.dumps({"event": "child", "pid": child.pid}), flush=True)
+sys.stdin.readline()
+os._exit(3)
+"""
+
+
+def test_an_op_pending_when_the_host_exits_fails_without_its_eof(tmp_path):
+    host = fake_host(tmp_path, EXITS_UNDER_A_CHILD).start()
+    assert poll_until(lambda: any(e["event"] == "child" for e in host.events), 10,
+                      "the fake host's child")
+    child = next(e["pid"] for e in host.events if e["event"] == "child")
+    child_t = psutil.Process(child).create_time()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(HostError, match=r"exited \(status 3\) while remove was pending"):
+            host.call("remove", timeout_s=30, box_id="b")
+        assert time.monotonic() - t0 < EXIT_DRAIN_S + 3 * REPLY_SLICE_S + 2.0
+        assert not host._stdout_closed                  # the child still holds the pipe
+    finally:
+        p = psutil.Process(child)
+        if p.create_time() == child_t:
+            p.kill()
+            p.wait(10)

@@ -16,6 +16,10 @@ def test_points_come_from_answers_of_box_operations():
          "args": {"box_id": "B2"}},
         {"t": 4.0, "kind": "fail", "host": "host1", "op": "remove", "req": 3,
          "error": "harness timeout"},
+        {"t": 4.5, "kind": "invoke", "host": "host1", "op": "stop", "req": 4,
+         "args": {"box_id": "B3"}},
+        {"t": 5.0, "kind": "fail", "host": "host1", "op": "stop", "req": 4,
+         "error": "host exited"},
         {"t": 9.0, "kind": "fail", "host": "host1", "op": "start", "req": 2,
          "error": {"message": "The VM failed to start."}},
         # A restarted host on the same name has a new pid.

@@ -30,7 +30,8 @@ def reaping_points(events: Iterable[dict[str, Any]], offset_s: float
 
     `offset_s` converts history time to ledger time (ledger_t = history_t - offset_s, i.e.
     ledger.t0 - history.t0 in monotonic seconds). Returns points {t, ppid, box, settle_s,
-    why}. A harness-side timeout is not an answer and gives no point.
+    why}. A harness-side failure (a timeout, a host that exited with the operation pending)
+    is not an answer and gives no point.
     """
     pids: dict[str, int] = {}
     sent: dict[tuple[str, Any], tuple[str, str | None]] = {}
@@ -46,7 +47,7 @@ def reaping_points(events: Iterable[dict[str, Any]], offset_s: float
         elif kind in ("ok", "fail"):
             op_sent, box = sent.pop((host, e.get("req")), (op, None))
             if (op_sent not in BOX_OPS or not box or host not in pids
-                    or e.get("error") == "harness timeout"):
+                    or (kind == "fail" and not isinstance(e.get("error"), dict))):
                 continue
             out.append({"t": round(e["t"] - offset_s, 3), "ppid": pids[host], "box": box,
                         "settle_s": REAP_AFTER_ANSWER_S, "why": f"{host} answered {op_sent}"})

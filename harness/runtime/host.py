@@ -29,6 +29,11 @@ from harness.runtime.spec import RuntimeEnv
 RUST_LOG_ENV = "BOXLITE_CHAOS_RUST_LOG"
 
 READY_TIMEOUT_S = 60.0
+# How often a wait for a reply looks at whether the host is exiting (seconds), and how long a
+# reply may still arrive after the host's main thread has ended (seconds: the reader drains
+# the pipe in well under that).
+REPLY_SLICE_S = 0.25
+EXIT_DRAIN_S = 1.0
 
 
 class EventLog(Protocol):
@@ -227,14 +232,35 @@ class RuntimeHost:
         return fut
 
     def result(self, fut: Future, timeout_s: float) -> Any:
-        """Wait for a sent operation; runtime errors raise RuntimeOpError."""
+        """Wait up to `timeout_s` seconds for a sent operation. Runtime errors raise
+        RuntimeOpError; HostError when no reply comes in time, or when the host process is
+        exiting with the operation unanswered (judged by its main thread, below)."""
         op = getattr(fut, "op", "?")
-        try:
-            reply = fut.result(timeout=timeout_s)
-        except FutureTimeout as exc:
-            self._note("fail", op=op, req=getattr(fut, "req", None), error="harness timeout",
-                       timeout_s=timeout_s)
-            raise HostError(f"{self.name}: no reply to {op} within {timeout_s:.0f}s") from exc
+        deadline = Deadline(timeout_s, f"{self.name}'s reply to {op}")
+        exiting_since: float | None = None
+        while True:
+            try:
+                reply = fut.result(timeout=min(REPLY_SLICE_S, max(0.0, deadline.remaining())))
+                break
+            except FutureTimeout as exc:
+                if deadline.expired():
+                    self._note("fail", op=op, req=getattr(fut, "req", None),
+                               error="harness timeout", timeout_s=timeout_s)
+                    raise HostError(f"{self.name}: no reply to {op} within "
+                                    f"{timeout_s:.0f}s") from exc
+                # A host whose main thread has exited sends nothing more, but its stdout
+                # need not reach EOF yet: a thread still in the kernel (seen: Node 0.9.7
+                # aborting on a 32 GiB allocation stayed a zombie leader for 30 s) or a
+                # child that inherited the pipe keeps it open. Replies it wrote before
+                # exiting are still read; after EXIT_DRAIN_S none is coming.
+                if exiting_since is None and self._exiting():
+                    exiting_since = time.monotonic()
+                if exiting_since is not None and \
+                        time.monotonic() - exiting_since >= EXIT_DRAIN_S:
+                    self._note("fail", op=op, req=getattr(fut, "req", None),
+                               error="host exited", status=self._exit_word())
+                    raise HostError(f"{self.name} exited ({self._exit_word()}) while {op} "
+                                    "was pending") from exc
         if reply.get("ok"):
             self._note("ok", op=op, req=reply.get("id"), elapsed_s=reply.get("elapsed_s"),
                        result=reply.get("result"))
@@ -242,6 +268,24 @@ class RuntimeHost:
         self._note("fail", op=op, req=reply.get("id"), elapsed_s=reply.get("elapsed_s"),
                    error={k: v for k, v in reply["error"].items() if k != "traceback"})
         raise RuntimeOpError(op, reply["error"])
+
+    def _exiting(self) -> bool:
+        """True once the host's process has ended or its main thread has (a zombie leader
+        whose other threads are still being torn down)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return True
+        try:
+            return psutil.Process(self.proc.pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:
+            return False
+
+    def _exit_word(self) -> str:
+        rc = self.proc.poll() if self.proc is not None else None
+        if rc is None:
+            return "its main thread ended; the process not yet reaped"
+        return f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"status {rc}"
 
     def call(self, op: str, timeout_s: float = 60.0, **args: Any) -> Any:
         return self.result(self.send(op, **args), timeout_s)

@@ -88,7 +88,8 @@ class Schedule:
 
 
 def error_message(error: Any) -> str:
-    """A recorded error's message: runtime errors are dicts, harness timeouts strings."""
+    """A recorded error's message: runtime errors are dicts; the harness's own (a timeout, a
+    host that exited with the operation pending) are strings."""
     return str(error.get("message", "") if isinstance(error, dict) else error or "")
 
 
