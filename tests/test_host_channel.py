@@ -11,9 +11,9 @@ import psutil
 import pytest
 
 from harness.common.wait import poll_until
-from harness.runtime.host import BARE, EXIT_DRAIN_S, REPLY_SLICE_S, HostError, RuntimeHost
+from harness.runtime.host import BARE, HostError, RuntimeHost
 
-# Says ready, answers one ping, then closes its stdout and lingers 5 s before exiting: the
+# Says ready, answers one ping, then closes its stdout and lingers 60 s before exiting: the
 # moment between a host's EOF and its exit, stretched so a test can send into it.
 CLOSES_THEN_LINGERS = r"""
 import json, os, sys, time
@@ -22,7 +22,7 @@ req = json.loads(sys.stdin.readline())
 print(json.dumps({"id": req["id"], "ok": True, "result": "pong"}), flush=True)
 os.close(1)
 sys.stdout = None
-time.sleep(5)
+time.sleep(60)
 """
 
 
@@ -38,12 +38,12 @@ def test_an_op_sent_after_the_hosts_eof_fails_at_once_not_at_its_timeout(tmp_pat
     host = fake_host(tmp_path, CLOSES_THEN_LINGERS).start()
     try:
         assert host.call("ping", timeout_s=10) == "pong"
-        assert poll_until(lambda: host._stdout_closed, 5, "the fake host's EOF", 0.01)
+        assert poll_until(lambda: host._stdout_closed, 30, "the fake host's EOF", 0.01)
         assert host and host.alive      # EOF seen, the process not yet gone
         t0 = time.monotonic()
         with pytest.raises(HostError, match="closed its stdout"):
             host.call("remove", timeout_s=30, box_id="b")
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < 10      # refused, not the 30 s timeout
     finally:
         host.kill()
         host.wait_exit(10)
@@ -71,7 +71,7 @@ def test_an_op_pending_when_the_host_exits_fails_without_its_eof(tmp_path):
         t0 = time.monotonic()
         with pytest.raises(HostError, match=r"exited \(status 3\) while remove was pending"):
             host.call("remove", timeout_s=30, box_id="b")
-        assert time.monotonic() - t0 < EXIT_DRAIN_S + 3 * REPLY_SLICE_S + 2.0
+        assert time.monotonic() - t0 < 15      # the exit seen, not the 30 s timeout
         assert not host._stdout_closed                  # the child still holds the pipe
     finally:
         p = psutil.Process(child)
