@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.common.errors import HostError
@@ -18,6 +18,7 @@ from harness.faults.shim import box_tree
 from harness.faults.storage import FillDisk, SmallDisk, fill_disk, size_mib_for
 from harness.judge import checks
 from harness.judge import storage_checks as sc
+from harness.judge.verdict import Verdict
 from harness.observe.boxes import check_disk_images
 from harness.observe.records import RecordRead, read_host  # noqa: F401 - re-exported
 from harness.observe.store_apart import (  # noqa: F401 - read_store_apart re-exported
@@ -175,8 +176,18 @@ def judge_home(chaos: Chaos, disk: SmallDisk, moment: str) -> list[dict[str, Any
     if rows is None:
         chaos.note(store_rows_unreadable=why, moment=moment)
         return []
-    chaos.judge(checks.records_settled(rows), checks.home_consistent(box_dirs(disk), rows))
+    chaos.judge(checks.records_settled(rows), home_consistent_at(moment, box_dirs(disk), rows))
     return rows
+
+
+def home_consistent_at(moment: str, dirs: list[str], rows: list[dict[str, Any]]) -> Verdict:
+    """checks.home_consistent named for the moment it judged (`home_consistent[after_stop]`,
+    `home_consistent[fresh]`): a scenario judges its home at more than one moment, and what
+    the live runtime left (before the next runtime's recovery tidies the home) is a different
+    fact from what a fresh runtime keeps, so a known failure of one moment must not be called
+    fixed by the other holding."""
+    v = checks.home_consistent(dirs, rows)
+    return replace(v, check=f"{v.check}[{moment}]")
 
 
 def new_box_reaches_spawn(chaos: Chaos, host: RuntimeHost, disk: SmallDisk) -> str | None:
