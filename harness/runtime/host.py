@@ -204,7 +204,8 @@ class RuntimeHost:
             self._stdout_closed = True
             pending, self._pending = self._pending, {}
         for fut in pending.values():
-            fut.set_exception(HostError(f"{self.name} exited while an operation was pending"))
+            fut.set_exception(HostError(f"{self.name} exited (its stdout closed) while "
+                                        f"{getattr(fut, 'op', 'an operation')} was pending"))
 
     # -- operations -----------------------------------------------------------------------
     def send(self, op: str, **args: Any) -> Future:
