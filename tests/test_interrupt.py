@@ -321,3 +321,28 @@ def test_results_lines_are_whole_json(tmp_path):
         assert append_result(tmp_path, {"nodeid": f"n{i}", "outcome": "passed"})
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert [json.loads(x)["nodeid"] for x in lines] == ["n0", "n1", "n2"]
+
+
+def test_a_dead_workers_exit_is_read_once_it_has_ended(monkeypatch):
+    """The controller hears of a worker's death when its channel closes, a moment before the
+    process is a zombie: the exit it reports is read after the process has ended (CI of
+    9105632 reported a SIGKILLed worker as 'it died')."""
+    class Ending:                     # a worker's Popen, ended only on the fourth look
+        looks = 0
+
+        def poll(self):
+            self.looks += 1
+            return -signal.SIGKILL if self.looks >= 4 else None
+
+    monkeypatch.setitem(stopping._run.popens, "gw9", Ending())
+    assert stopping._worker_exit("gw9") == "it was killed by SIGKILL"
+
+    class Hung:                       # never ends: the wait is bounded, and says so
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(stopping, "WORKER_EXIT_S", 0.2)
+    monkeypatch.setitem(stopping._run.popens, "gw9", Hung())
+    assert stopping._worker_exit("gw9") == "it died"
+    monkeypatch.setitem(stopping._run.popens, "gw9", type("Exited", (), {"poll": lambda s: 3})())
+    assert stopping._worker_exit("gw9") == "it exited with status 3"
