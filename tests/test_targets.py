@@ -218,6 +218,36 @@ def test_dockerd_listens_only_on_its_own_socket(tmp_path):
     assert DockerDaemon(tmp_path, "vfs").argv()[-2:] == ["--storage-driver", "vfs"]
 
 
+def test_a_tmp_daemon_root_ends_in_the_report_not_in_tmp(tmp_path):
+    """A daemon folder that had to be made under /tmp (the report's path too long for its
+    sockets) goes at close: what it kept (the log, the config) moves to the report's symlink
+    (seen: 28 chaos-dockerd-* folders left in /tmp by conformance runs of long report paths)."""
+    from harness.leftovers.markers import MARKER
+    from harness.targets.base import keep_with_report
+    fake_tmp = tmp_path / "tmp"
+    root = fake_tmp / "chaos-dockerd-1-1"
+    (root / "tmp").mkdir(parents=True)
+    (root / "dockerd.log").write_text("level=info msg=started\n")
+    (root / "daemon.json").write_text("{}")
+    (root / MARKER).write_text("{}")
+    link = tmp_path / "scenario" / "dockerd"
+    link.parent.mkdir()
+    link.symlink_to(root)
+    assert keep_with_report(root, link, tmp=fake_tmp) == link
+    assert not root.exists() and not link.is_symlink() and link.is_dir()
+    assert (link / "dockerd.log").read_text() == "level=info msg=started\n"
+    assert sorted(p.name for p in link.iterdir()) == ["daemon.json", "dockerd.log", "tmp"]
+    # A folder in the report already, or a link that is not its own: nothing moves.
+    inside = tmp_path / "report" / "dockerd" / "1-2"
+    inside.mkdir(parents=True)
+    other = tmp_path / "scenario" / "other"
+    other.symlink_to(inside)
+    assert keep_with_report(inside, other, tmp=fake_tmp) is None and other.is_symlink()
+    root2 = fake_tmp / "chaos-dockerd-1-3"
+    root2.mkdir()
+    assert keep_with_report(root2, other, tmp=fake_tmp) is None and root2.is_dir()
+
+
 def test_daemon_root_is_short_enough_for_its_sockets(tmp_path):
     parent = Path(tempfile.mkdtemp(prefix="t-", dir="/tmp"))
     try:

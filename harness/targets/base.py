@@ -25,6 +25,7 @@ from harness.common.errors import HarnessError
 from harness.common.procs import Proc, alive
 from harness.common.wait import WaitTimeout, wait_for
 from harness.faults.base import Fault, FaultSet
+from harness.leftovers.markers import MARKER
 
 # The pattern's bound for a daemon told to stop (upstream's runner: a 60 s stop timeout).
 STOP_BOUND_S = 60.0
@@ -141,6 +142,23 @@ def short_root(preferred: Path, longest: str, limit: int = SUN_PATH_MAX,
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     return root
+
+
+def keep_with_report(root: Path, link: Path, tmp: Path = Path("/tmp")) -> Path | None:
+    """When `root` is short_root's fallback folder directly under `tmp` (the report's path was
+    too long for its sockets), move what it still holds (a daemon's log and config, once its
+    bulk is gone) to `link`, the report's symlink to it, and remove the folder: nothing of the
+    run stays in /tmp, and nothing of it is lost. Returns the report's folder, or None when
+    `root` is in the report already or `link` is not a symlink to it (then nothing moves).
+    The owner's marker is not copied; release(root) is still the caller's."""
+    if root.resolve().parent != tmp.resolve():
+        return None
+    if not (link.is_symlink() and link.resolve() == root.resolve()):
+        return None
+    link.unlink()
+    shutil.copytree(root, link, symlinks=True, ignore=shutil.ignore_patterns(MARKER))
+    shutil.rmtree(root, ignore_errors=True)
+    return link
 
 
 class Target(abc.ABC):

@@ -40,6 +40,7 @@ from harness.targets.base import (
     Target,
     TargetUnavailable,
     describe,
+    keep_with_report,
     scan,
 )
 from harness.targets.dockerapi import API_ERRORS, OpLog
@@ -117,9 +118,13 @@ def thaw(pid: int) -> None:
 class DockerTarget(Target):
     kind = "docker"
 
-    def __init__(self, root: Path, history: History | None = None) -> None:
+    def __init__(self, root: Path, history: History | None = None,
+                 keep: Path | None = None) -> None:
+        """`root`: the daemon's folder (daemon_root's); `keep`: the report's symlink to it,
+        where its log and config go at close when `root` had to be a /tmp folder."""
         super().__init__()
         self.root = root
+        self.keep = keep
         self.daemon = DockerDaemon(root, log_ops=OpLog(history))
         # Should this process die, a sweep stops the daemon and what it started, undoes its
         # mounts and cgroups, and removes its state (all of a /tmp folder; data and exec of
@@ -375,6 +380,8 @@ class DockerTarget(Target):
             # The image and container layers are the bulk; the log and config stay.
             for sub in (self.daemon.data, self.daemon.exec_root):
                 shutil.rmtree(sub, ignore_errors=True)
+            if self.keep is not None:
+                notes["kept_in_report"] = str(keep_with_report(self.root, self.keep))
             release(self.root)
         return Cleanup(len(self.family_seen), left_by_daemon, procs_left, mounts_left, notes)
 

@@ -53,7 +53,7 @@ def _make_target(request: pytest.FixtureRequest, kind: str, world: TargetScenari
         # /tmp), and the scenario's folder links to it.
         root = daemon_root(world.report_dir / "dockerd")
         (world.workdir / "dockerd").symlink_to(root)
-        return DockerTarget(root, world.history).open()
+        return DockerTarget(root, world.history, keep=world.workdir / "dockerd").open()
     from harness.targets.boxlite import BoxliteTarget
     env = request.getfixturevalue("boxlite_env")
     if isinstance(env, HarnessError):
