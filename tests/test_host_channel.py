@@ -39,7 +39,7 @@ def test_an_op_sent_after_the_hosts_eof_fails_at_once_not_at_its_timeout(tmp_pat
     try:
         assert host.call("ping", timeout_s=10) == "pong"
         assert poll_until(lambda: host._stdout_closed, 30, "the fake host's EOF", 0.01)
-        assert host and host.alive      # EOF seen, the process not yet gone
+        assert host.alive               # EOF seen, the process not yet gone
         t0 = time.monotonic()
         with pytest.raises(HostError, match="closed its stdout"):
             host.call("remove", timeout_s=30, box_id="b")
