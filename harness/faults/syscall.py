@@ -36,6 +36,12 @@ WRITE_CALLS = ("write", "pwrite64", "writev", "pwritev", "pwritev2", "fsync", "f
 # and exit on SIGTERM before it is SIGKILLed (the kernel then detaches its tracees).
 ATTACH_TIMEOUT_S = 5.0
 DETACH_TIMEOUT_S = 5.0
+# How long a heal lets each tracee settle once strace has gone. A tracee that strace held in a
+# group stop (someone's SIGSTOP) is woken by the detach and must run once to stop again (the
+# kernel's __ptrace_unlink re-arms the stop and kicks it): until it has, it reads 'R'. On a
+# loaded machine that took long enough for a heal's look to miss the stop (a CI run,
+# 2026-12-07). A tracee still running after this long is judged as running.
+DETACH_SETTLE_S = 1.0
 STORE_FILES = ("db/boxlite.db", "db/boxlite.db-wal", "db/boxlite.db-shm",
                "db/boxlite.db-journal")
 # Folders of a home whose files are left out of a failing home: the extracted image layers
@@ -106,6 +112,24 @@ def left_traced(pids: Iterable[int], tracer: int | None = None) -> list[dict[str
             if traced or st["State"][:1] in ("t", "T"):
                 bad.append({"pid": pid, "tid": tid, **st})
     return bad
+
+
+def settled(pids: Iterable[int]) -> bool:
+    """No thread of `pids` reads 'R' (running or runnable): each is asleep, stopped or gone."""
+    return all(task_status(pid, tid).get("State", "")[:1] != "R"
+               for pid in pids for tid in threads(pid))
+
+
+def left_after_detach(pids: Iterable[int], tracer: int,
+                      settle_s: float = DETACH_SETTLE_S) -> list[dict[str, Any]]:
+    """Threads of `pids` that `tracer` (gone now) left traced, or anyone left stopped, judged
+    once each thread has left the running state (at most `settle_s` seconds): a group stop
+    that the detach re-arms reads 'R' until the thread has run (see DETACH_SETTLE_S)."""
+    pids = list(pids)
+    poll_until(lambda: settled(pids), settle_s,
+               f"the threads of {pids} to sleep or stop after strace {tracer} detached",
+               interval_s=0.01)
+    return left_traced(pids, tracer)       # a stopped thread counts whoever traces it
 
 
 def _protected(pid: int) -> set[str]:
@@ -218,8 +242,7 @@ class SyscallError(Fault):
         tracer = self.proc.pid
         self._stop()
         self.target["injected"] = self.injected_calls()
-        bad = left_traced(self.tracees, tracer) + [
-            b for b in left_traced(self.tracees) if b["State"][:1] in ("t", "T")]
+        bad = left_after_detach(self.tracees, tracer)
         for b in bad:
             try:
                 os.kill(b["pid"], signal.SIGCONT)
