@@ -203,19 +203,28 @@ def test_zombie_parent_is_the_one_it_had_when_it_became_one():
 # -- the private dockerd ----------------------------------------------------------------------
 
 def test_dockerd_listens_only_on_its_own_socket(tmp_path):
-    d = DockerDaemon(tmp_path)
+    root = daemon_root(tmp_path)       # /tmp when tmp_path is too long for its sockets
+    try:
+        _listens_only_on_its_own_socket(root)
+    finally:
+        if not root.is_relative_to(tmp_path):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _listens_only_on_its_own_socket(root: Path) -> None:
+    d = DockerDaemon(root)
     argv = d.argv()
     hosts = [argv[i + 1] for i, a in enumerate(argv) if a == "-H"]
-    assert hosts == [f"unix://{tmp_path}/docker.sock"]
+    assert hosts == [f"unix://{root}/docker.sock"]
     assert not any("tcp://" in a or a.startswith("--tls") for a in argv)
     for flag in ("--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-forward=false"):
         assert flag in argv
     for flag in ("--data-root", "--exec-root", "--pidfile", "--config-file"):
-        assert argv[argv.index(flag) + 1].startswith(str(tmp_path) + "/"), flag
+        assert argv[argv.index(flag) + 1].startswith(str(root) + "/"), flag
     assert "--storage-driver" not in argv
     # Its mounts stay in a namespace of its own (none of the daemon's state runs yet).
     assert argv[:argv.index("dockerd")] == list(PRIVATE_MOUNTS)
-    assert DockerDaemon(tmp_path, "vfs").argv()[-2:] == ["--storage-driver", "vfs"]
+    assert DockerDaemon(root, "vfs").argv()[-2:] == ["--storage-driver", "vfs"]
 
 
 def test_a_tmp_daemon_root_ends_in_the_report_not_in_tmp(tmp_path):

@@ -156,6 +156,15 @@ class DockerDaemon:
     _signal_t: float | None = None
     log_ops: OpLog = field(default_factory=lambda: OpLog(None))
 
+    def __post_init__(self) -> None:
+        """Raises ValueError for a root too long for containerd's sockets: containerd would
+        exit at start ("unix socket path too long"), read as a dockerd that cannot run here."""
+        longest = Path(self.root).resolve() / LONGEST_SOCKET
+        if len(str(longest)) > SOCKET_MAX:
+            raise ValueError(f"dockerd root {self.root} is too long for containerd's sockets "
+                             f"({len(str(longest))} > {SOCKET_MAX} bytes with {LONGEST_SOCKET}"
+                             f"): make it with daemon_root()")
+
     @property
     def data(self) -> Path:
         return self.root / "data"
