@@ -4,6 +4,7 @@ and pid reuse. Every verdict comes from the real checks fed the ledger's own rec
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -56,7 +57,11 @@ def test_a_leaked_zombie_is_a_violation():
     # Registered before the first sample, so the ledger treats it as ours and does not reap it.
     ledger.own_children.add(child.pid)
     try:
-        sample_for(ledger, 1.6)                 # the child exits at once and is not waited for
+        # The child exits at once and is not waited for; sampled from its first zombie look on,
+        # so it lasts the 1.6 s however long the exit took on a loaded machine.
+        wait_for(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, 10,
+                 "the child to exit")
+        sample_for(ledger, 1.6)
         recs = ledger.zombie_records()
         assert [r.pid for r in recs] == [child.pid]
         assert psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE
@@ -104,13 +109,20 @@ def test_a_zombie_leaked_by_a_descendant_is_a_violation_while_the_thread_samples
 
 ORPHANER = """
 import os, sys, time
+parent = os.getpid()
 pid = os.fork()
 if pid == 0:
-    time.sleep(0.8)          # outlives its parent, then exits: an orphan's zombie
+    while os.getppid() == parent:
+        time.sleep(0.01)     # outlives its parent, then exits: an orphan's zombie
     os._exit(0)
 print(pid, flush=True)
-time.sleep(0.4)              # long enough for the ledger to see the child under us first
+sys.stdin.readline()         # until the ledger has seen the child under us
 """
+
+
+def seen_under(ledger: ProcessLedger, pid: int, ppid: int) -> bool:
+    return any(r.pid == pid and any(p == ppid for _, p in r.ppids)
+               for r in list(ledger.records.values()))
 
 
 def test_an_adopted_orphan_is_reaped_within_the_grace():
@@ -119,10 +131,13 @@ def test_an_adopted_orphan_is_reaped_within_the_grace():
     assert become_subreaper()       # as the plugin does in every session of this project
     ledger = ProcessLedger(interval_s=INTERVAL)
     with running(ledger):
-        parent = subprocess.Popen([sys.executable, "-c", ORPHANER], stdout=subprocess.PIPE,
-                                  text=True)
+        parent = subprocess.Popen([sys.executable, "-c", ORPHANER], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
         ledger.own_children.add(parent.pid)
         orphan = int(parent.stdout.readline())
+        wait_for(lambda: seen_under(ledger, orphan, parent.pid), 10,
+                 "the ledger to see the child under its parent")
+        parent.stdin.close()
         assert parent.wait(timeout=5) == 0
         parent.stdout.close()
         wait_for(lambda: any(r.pid == orphan and r.gone_at is not None
@@ -390,7 +405,7 @@ def test_settle_waits_for_processes_caught_mid_exit(monkeypatch):
                                   {"descendants": lambda b, a: a <= b}, bound_s=5.0,
                                   interval_s=0.01)
     assert after == {"descendants": 0}
-    assert waited < 1.0
+    assert waited < 3.0                  # three looks 10 ms apart; the 5 s bound not reached
 
 
 def test_settle_gives_up_at_its_bound_with_what_is_still_grown(monkeypatch):
@@ -401,7 +416,7 @@ def test_settle_gives_up_at_its_bound_with_what_is_still_grown(monkeypatch):
     after, waited = ledger.settle(None, {"descendants": 0}, rules, bound_s=0.3,
                                   interval_s=0.05)
     assert after == {"descendants": 2}
-    assert 0.3 <= waited < 1.0
+    assert 0.3 <= waited < 3.0
     v = checks.ledger_settled({"descendants": 0}, after, rules, waited, 0.3)
     assert v.status == checks.VIOLATED and v.evidence["bound_s"] == 0.3
 
@@ -414,7 +429,18 @@ def test_the_sampler_slows_only_while_nothing_changes():
     assert ProcessLedger(interval_s=0.1, idle_interval_s=None).next_interval(60.0) == 0.1
 
 
-IDLE_S = 3.0        # the slowed sampler's pause in the wake test (seconds)
+IDLE_S = 6.0        # the slowed sampler's pause in the wake test (seconds)
+
+
+def ledger_now(ledger: ProcessLedger) -> float:
+    """Now on the ledger's own clock (seconds since it started), as its samples' `t`."""
+    return ledger.clock() - ledger.t0
+
+
+def longest_gap(ledger: ProcessLedger, since: float) -> float:
+    """The longest pause between two samples taken after `since` (ledger_now's seconds)."""
+    ts = [s.t for s in list(ledger.samples) if s.t >= since]
+    return max((b - a for a, b in itertools.pairwise(ts)), default=0.0)
 
 
 def test_a_quiet_tree_is_sampled_slowly_and_a_new_zombie_wakes_the_sampler():
@@ -432,20 +458,25 @@ def test_a_quiet_tree_is_sampled_slowly_and_a_new_zombie_wakes_the_sampler():
                 psutil.STATUS_ZOMBIE
             wait_for(lambda: any(r.pid == child.pid for r in list(ledger.records.values())),
                      5, "the child to be seen")
-            time.sleep(IDLE_S + 1.5)         # quiet: one process, nothing changes
-            quiet = [s for s in list(ledger.samples) if s.t >= ledger.samples[-1].t - 2.0]
-            assert len(quiet) <= 3, f"{len(quiet)} samples in the last quiet 2 s"
+            # Quiet (one process, nothing changes): the sampler slows to its idle pause. Judged
+            # by the pauses it took, not by a count in a window that load can shift.
+            t_seen = ledger_now(ledger)
+            wait_for(lambda: longest_gap(ledger, t_seen) >= 0.9 * IDLE_S, 3 * IDLE_S,
+                     f"a pause of {IDLE_S}s between samples of the quiet tree")
+            # The tree is still quiet, so the sampler is in its next idle pause now.
             child.stdin.close()
             t_exit = time.monotonic()
             wait_for(lambda: any(r.pid == child.pid and r.zombie_since is not None
-                                 for r in list(ledger.records.values())), 5, "the zombie")
+                                 for r in list(ledger.records.values())), IDLE_S + 5,
+                     "the zombie")
             # A waitable child wakes the slowed sampler: seen well inside the idle pause (half
             # of it: the margin a loaded machine may take, which a missed wake would exceed).
             seen_after = time.monotonic() - t_exit
             assert seen_after < IDLE_S / 2, seen_after
-            time.sleep(0.3)                   # changed: fast again
-            recent = [s for s in list(ledger.samples) if s.t >= ledger.samples[-1].t - 0.25]
-            assert len(recent) >= 3
+            # Changed: fast again, three samples where a slow sampler would take one.
+            t_woke = ledger_now(ledger)
+            wait_for(lambda: sum(1 for s in list(ledger.samples) if s.t >= t_woke) >= 3,
+                     IDLE_S / 2, "three samples at the fast pace after the wake")
     finally:
         if child is not None:
             child.stdin.close()
@@ -458,17 +489,24 @@ def test_a_slowed_sampler_still_reaps_an_adopted_orphan_promptly():
     assert become_subreaper()
     ledger = ProcessLedger(interval_s=INTERVAL, idle_interval_s=5.0)
     code = ("import os, sys, time\n"
+            "parent = os.getpid()\n"
             "pid = os.fork()\n"
             "if pid == 0:\n"
+            "    while os.getppid() == parent:\n"
+            "        time.sleep(0.01)\n"
             "    sys.stdin.read()\n"             # the orphan: exits when its stdin closes
             "    os._exit(0)\n"
             "print(pid, flush=True)\n"
-            "time.sleep(0.4)\n")                  # the ledger sees the child under it first
+            "sys.stdin.readline()\n")            # until the ledger has seen the child under it
     with running(ledger):
         parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
         ledger.own_children.add(parent.pid)
         orphan = int(parent.stdout.readline())
+        wait_for(lambda: seen_under(ledger, orphan, parent.pid), 10,
+                 "the ledger to see the child under its parent")
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
         assert parent.wait(timeout=5) == 0
         wait_for(lambda: any(r.pid == orphan and r.adopted
                              for r in list(ledger.records.values())), 5, "the adoption")
@@ -484,7 +522,7 @@ WAITABLE = """
 import os, subprocess, sys, time
 from harness.observe.processes import ProcessLedger
 ledger = ProcessLedger()
-child = subprocess.Popen(["sleep", "0.3"])
+child = subprocess.Popen(["sleep", "2"])      # long enough to be read running first
 before = ledger.child_waitable()
 end = time.monotonic() + 10
 while time.monotonic() < end and not ledger.child_waitable():
@@ -522,7 +560,7 @@ def test_a_child_someone_else_reaps_keeps_the_sampler_at_its_fast_pace_not_faste
     out = subprocess.run([sys.executable, "-c", NO_SPIN], capture_output=True, text=True,
                          timeout=30, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr
-    assert 10 <= int(out.stdout) <= 25, out.stdout     # ~20 at 0.1 s over 2 s, not hundreds
+    assert 5 <= int(out.stdout) <= 25, out.stdout      # ~20 at 0.1 s over 2 s, not hundreds
 
 
 def test_scenarios_sample_at_the_fast_pace_by_default():

@@ -7,11 +7,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from harness.judge import checks
 from harness.judge.checks import HOLDS, VIOLATED
 from harness.leftovers import sockets, sweep
 from harness.leftovers.markers import Owner, mark
 from harness.runtime.host import HostFactory
+
+
+@pytest.fixture(autouse=True)
+def private_index(tmp_path, monkeypatch):
+    """An index of the test's own: the sweeps below call every owner dead, and over the user's
+    index they would sweep the folders of live runs beside this one (and another run's sweep
+    could take this test's dead folder first)."""
+    monkeypatch.setenv("BOXLITE_CHAOS_CACHE", str(tmp_path / "cache"))
+
 
 # The meta-test in tests/test_checks.py reads this: every registered check fails somewhere.
 VIOLATING = {

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.common.wait import wait_for
 from harness.leftovers import markers, processes, sweep
 from harness.leftovers.footprint import footprint
 from harness.leftovers.markers import MARKER, OWNER_ENV, Owner
@@ -232,8 +233,22 @@ def spawn(cwd: Path, owner_token: str | None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
     if owner_token:
         env[OWNER_ENV] = owner_token
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                             cwd=cwd, env=env)
+    # Popen returns at the exec's close-on-exec, before the kernel lays out the new
+    # environment: /proc/PID/environ reads empty a moment longer, and the sweep would read
+    # the process as a stranger.
+    if owner_token:
+        wait_for(lambda: _environ(proc.pid).get(OWNER_ENV) == owner_token, 10,
+                 f"the environment of {proc.pid} to carry its owner")
+    return proc
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        return psutil.Process(pid).environ()
+    except psutil.Error:
+        return {}
 
 
 def test_a_process_of_the_dead_owner_is_killed_and_its_folder_goes(tmp_path):
