@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.common.paths import PROJECT
-from harness.common.wait import wait_for
+from harness.common.wait import poll_until, wait_for
 from harness.jobs.fleet.loopback import LoopbackHosts, carried
 from harness.jobs.fleet.loopback import missing as loopback_missing
 from harness.leftovers import markers
@@ -93,11 +93,20 @@ def test_gate_over_two_hosts_reports_a_lost_host_as_unknown(loopback_hosts, tmp_
     # holds nothing of the run (bl-<uid> is the runtime's own folder of socket links).
     assert busy.processes() == []
     [other] = [h for h in hs.hosts if h is not busy]
-    assert [p.pid for p in other.processes()] == [other.init[0]]
+    only_sshd(other)
     listing = ssh(hs, other, "ls -A /tmp")
     assert listing.returncode == 0, listing
     assert set(listing.stdout.split()) <= {f"bl-{os.getuid()}", *carried_into_tmp()}, \
         listing.stdout
+
+
+def only_sshd(host) -> None:
+    """Wait until the host runs its sshd only: the server side of the run's last ssh session
+    may still be closing a moment after the run's client has exited."""
+    poll_until(lambda: [p.pid for p in host.processes()] == [host.init[0]], 10,
+               f"host {host.name} to run its sshd only")
+    left = host.processes()
+    assert [p.pid for p in left] == [host.init[0]], left       # repr: pid, name, status
 
 
 def carried_into_tmp() -> set[str]:
@@ -148,7 +157,7 @@ def test_soak_on_a_host_comes_back_whole(tmp_path) -> None:
         assert (Path(line["workdir"]) / "history.jsonl").is_file()
         assert (report / "hosts" / h.name / "soak.json").is_file()
         assert (report / "report.html").is_file()
-        assert [p.pid for p in h.processes()] == [h.init[0]]
+        only_sshd(h)
         listing = ssh(hs, h, "ls -A /tmp")
         assert set(listing.stdout.split()) <= {f"bl-{os.getuid()}", *carried_into_tmp()}, \
         listing.stdout
