@@ -22,8 +22,6 @@ from harness.faults.shim import Proc
 from harness.leftovers import sweep
 from harness.leftovers.markers import read_marker
 from harness.leftovers.mounts import mounts_under
-from harness.targets.base import TargetUnavailable
-from harness.targets.docker import DockerTarget
 from harness.targets.dockerd import (
     STACK_DUMP,
     DockerDaemon,
@@ -32,13 +30,6 @@ from harness.targets.dockerd import (
 )
 
 HERE = Path(__file__).resolve().parent.parent
-
-
-def _docker_or_skip(root: Path) -> DockerTarget:
-    try:
-        return DockerTarget(root).open()
-    except TargetUnavailable as exc:
-        pytest.skip(f"docker: {exc}")
 
 
 def in_namespace(ns: str) -> list[int]:
@@ -58,34 +49,30 @@ def overlays_seen_here(root: Path) -> list[str]:
             if str(root) in line]
 
 
-def test_a_container_of_the_private_dockerd_mounts_nothing_the_machine_sees(tmp_path):
-    # Under xdist, tmp_path is too long for containerd's sockets: daemon_root falls back to
-    # /tmp (before, this test skipped there with "dockerd exited with 1 at start").
-    root = daemon_root(tmp_path)
+def test_a_container_of_the_private_dockerd_mounts_nothing_the_machine_sees(dockerd_root,
+                                                                           docker_target):
+    # dockerd_root, not tmp_path: under xdist tmp_path is too long for containerd's sockets
+    # (this test skipped there with "dockerd exited with 1 at start").
+    root, target = dockerd_root, docker_target
     try:
-        target = _docker_or_skip(root)
-        try:
-            iid = target.create("seen")
-            assert target.start(iid, 60).error is None
-            ns = os.readlink(f"/proc/{target.daemon.proc.pid}/ns/mnt")
-            assert ns != os.readlink("/proc/self/ns/mnt")
-            theirs = target.daemon.mounts()
-            assert any("/overlay2/" in m or "/vfs/" in m or "/netns/" in m for m in theirs), theirs
-            assert overlays_seen_here(root) == [], "the daemon's mounts are visible to the machine"
-            # containerd's stack dump (dockerd sends SIGUSR1 before killing a containerd that
-            # stopped answering) lands in the daemon's folder, not in /tmp.
-            containerd = next(p for p in target.family() if p.name == "containerd")
-            os.kill(containerd.pid, signal.SIGUSR1)
-            dump = target.daemon.tmp / STACK_DUMP.format(pid=containerd.pid)
-            wait_for(dump.is_file, 10, f"containerd's stack dump at {dump}", interval_s=0.05)
-            assert not (Path("/tmp") / dump.name).exists()
-        finally:
-            cleanup = target.close()
-        assert cleanup.mounts_left == [] and cleanup.processes_left == []
-        assert in_namespace(ns) == [], "the daemon's namespace outlived its processes"
+        iid = target.create("seen")
+        assert target.start(iid, 60).error is None
+        ns = os.readlink(f"/proc/{target.daemon.proc.pid}/ns/mnt")
+        assert ns != os.readlink("/proc/self/ns/mnt")
+        theirs = target.daemon.mounts()
+        assert any("/overlay2/" in m or "/vfs/" in m or "/netns/" in m for m in theirs), theirs
+        assert overlays_seen_here(root) == [], "the daemon's mounts are visible to the machine"
+        # containerd's stack dump (dockerd sends SIGUSR1 before killing a containerd that
+        # stopped answering) lands in the daemon's folder, not in /tmp.
+        containerd = next(p for p in target.family() if p.name == "containerd")
+        os.kill(containerd.pid, signal.SIGUSR1)
+        dump = target.daemon.tmp / STACK_DUMP.format(pid=containerd.pid)
+        wait_for(dump.is_file, 10, f"containerd's stack dump at {dump}", interval_s=0.05)
+        assert not (Path("/tmp") / dump.name).exists()
     finally:
-        if not root.is_relative_to(tmp_path):
-            shutil.rmtree(root, ignore_errors=True)         # the /tmp fallback: its log
+        cleanup = target.close()
+    assert cleanup.mounts_left == [] and cleanup.processes_left == []
+    assert in_namespace(ns) == [], "the daemon's namespace outlived its processes"
 
 
 def test_a_root_too_long_for_containerds_sockets_is_refused_by_name(tmp_path):

@@ -27,8 +27,7 @@ from harness.leftovers.mounts import mounts_under, unmount_under
 from harness.observe.processes import ProcRecord
 from harness.runtime.spec import DEFAULT_SPEC
 from harness.targets import pattern
-from harness.targets.base import RecordView, TargetUnavailable
-from harness.targets.docker import DockerTarget
+from harness.targets.base import RecordView
 from harness.targets.dockerd import (
     LONGEST_SOCKET,
     PRIVATE_MOUNTS,
@@ -202,16 +201,8 @@ def test_zombie_parent_is_the_one_it_had_when_it_became_one():
 
 # -- the private dockerd ----------------------------------------------------------------------
 
-def test_dockerd_listens_only_on_its_own_socket(tmp_path):
-    root = daemon_root(tmp_path)       # /tmp when tmp_path is too long for its sockets
-    try:
-        _listens_only_on_its_own_socket(root)
-    finally:
-        if not root.is_relative_to(tmp_path):
-            shutil.rmtree(root, ignore_errors=True)
-
-
-def _listens_only_on_its_own_socket(root: Path) -> None:
+def test_dockerd_listens_only_on_its_own_socket(dockerd_root):
+    root = dockerd_root
     d = DockerDaemon(root)
     argv = d.argv()
     hosts = [argv[i + 1] for i, a in enumerate(argv) if a == "-H"]
@@ -320,46 +311,34 @@ def test_cgroup_dirs_sit_under_the_harness_cgroup_in_each_hierarchy(tmp_path):
     assert {str(d.relative_to(tmp_path)) for d in v2} >= {"unified/user.slice/x/p"}
 
 
-def _docker_or_skip(root: Path) -> DockerTarget:
-    try:
-        return DockerTarget(root).open()
-    except TargetUnavailable as exc:
-        pytest.skip(f"docker: {exc}")
-
-
-def test_a_killed_dockerd_leaves_nothing_after_teardown(tmp_path):
+def test_a_killed_dockerd_leaves_nothing_after_teardown(dockerd_root, docker_target):
     """The worst case for the fixture: dockerd SIGKILLed with a container running leaves
     containerd, a shim, the container, its overlay and netns mounts. The teardown must end
     them all (by pid and start time) and unmount everything under the daemon's folder."""
-    root = daemon_root(tmp_path)
+    root, target = dockerd_root, docker_target
     try:
-        target = _docker_or_skip(root)
-        try:
-            iid = target.create("victim")
-            assert target.start(iid, 60).error is None
-            target.helpers(iid)
-            target.family()
-            # A running container has mounts under the daemon's folder, in its namespace only.
-            assert target.daemon.mounts() and not mounts_under(root)
-            target.signal_daemon(signal.SIGKILL)
-            assert target.wait_daemon_exit(30) is not None
-            assert any(alive(p) for p in target.family_seen), "the shim and container run on"
-        finally:
-            cleanup = target.close()
-        assert cleanup.left_by_daemon["processes"], cleanup.left_by_daemon
-        assert cleanup.processes_left == [] and cleanup.mounts_left == []
-        assert not any(alive(p) for p in target.family_seen)
-        assert mounts_under(root) == []
-        assert (root / "key.json").is_file(), "the trust key stays in the daemon's folder"
-        # The SIGKILLed shim's socket (in containerd's shared folder) went with it.
-        assert cleanup.notes["shim_sockets_removed"]
-        assert not any(shim_socket(target.daemon.exec_root, i).exists() for i in target.created)
-        v = pattern.target_cleaned_up(cleanup.processes_left, cleanup.mounts_left,
-                                      cleanup.observed)
-        assert v.status == HOLDS, v.summary
+        iid = target.create("victim")
+        assert target.start(iid, 60).error is None
+        target.helpers(iid)
+        target.family()
+        # A running container has mounts under the daemon's folder, in its namespace only.
+        assert target.daemon.mounts() and not mounts_under(root)
+        target.signal_daemon(signal.SIGKILL)
+        assert target.wait_daemon_exit(30) is not None
+        assert any(alive(p) for p in target.family_seen), "the shim and container run on"
     finally:
-        if not root.is_relative_to(tmp_path):
-            shutil.rmtree(root, ignore_errors=True)         # the /tmp fallback: its log
+        cleanup = target.close()
+    assert cleanup.left_by_daemon["processes"], cleanup.left_by_daemon
+    assert cleanup.processes_left == [] and cleanup.mounts_left == []
+    assert not any(alive(p) for p in target.family_seen)
+    assert mounts_under(root) == []
+    assert (root / "key.json").is_file(), "the trust key stays in the daemon's folder"
+    # The SIGKILLed shim's socket (in containerd's shared folder) went with it.
+    assert cleanup.notes["shim_sockets_removed"]
+    assert not any(shim_socket(target.daemon.exec_root, i).exists() for i in target.created)
+    v = pattern.target_cleaned_up(cleanup.processes_left, cleanup.mounts_left,
+                                  cleanup.observed)
+    assert v.status == HOLDS, v.summary
 
 
 # -- the conformance matrix -------------------------------------------------------------------
